@@ -1,0 +1,347 @@
+"""The HTTP API under ``/api/v1``: STH's paths, bodies and status codes.
+
+Tolerant on input, correct on output (docs/compat.md lists every deliberate difference): op
+endpoints accept a missing or odd ``Content-Type`` and an empty or ``null`` body, and a stop or
+kill of a Python instance ends it ``completed`` as it should.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+import si
+from si.daemon.http import BodyError, Request, Response
+from si.daemon.hub import ApiError, Hub
+from si.daemon.instance import Instance
+from si.daemon.sequences import NEW_PREFIX, Sequence, remove_sequence, store_upload
+from si.errors import PackageError
+from si.package.unpack import MAX_PACKAGE_BYTES
+from si.protocol.frames import Channel
+
+log = logging.getLogger("si.hub.api")
+
+API_BASE = "/api/v1"
+# JSON request bodies (start payloads, stop options) are small; refuse anything larger.
+MAX_JSON_BODY = 1 << 20
+INSTANCE_ID_LENGTH = 36
+# How long an input request waits for an adopted runner's link before giving up.
+CONNECT_TIMEOUT = 5.0
+
+RouteHandler = Callable[[Request, Response], Awaitable[None]]
+
+
+class Api:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._input_locks: dict[str, trio.Lock] = {}
+        route = self._route
+        self.routes: list[tuple[str, re.Pattern[str], RouteHandler]] = [
+            route("GET", "/version", self.version),
+            route("GET", "/sequences", self.list_sequences),
+            route("POST", "/sequence", self.upload_sequence),
+            route("GET", "/sequence/(?P<id>[^/]+)", self.get_sequence),
+            route("GET", "/sequence/(?P<id>[^/]+)/instances", self.sequence_instances),
+            route("DELETE", "/sequence/(?P<id>[^/]+)", self.delete_sequence),
+            route("POST", "/sequence/(?P<id>[^/]+)/start", self.start_sequence),
+            route("GET", "/instances", self.list_instances),
+            route("GET", "/instance/(?P<id>[^/]+)/?", self.get_instance),
+            route("GET", "/instance/(?P<id>[^/]+)/output", self.instance_output),
+            route("POST", "/instance/(?P<id>[^/]+)/input", self.instance_input),
+            route("POST", "/instance/(?P<id>[^/]+)/_kill", self.kill_instance),
+            route("POST", "/instance/(?P<id>[^/]+)/_stop", self.stop_instance),
+        ]
+
+    @staticmethod
+    def _route(
+        method: str, pattern: str, handler: RouteHandler
+    ) -> tuple[str, re.Pattern[str], RouteHandler]:
+        return method, re.compile(f"{API_BASE}{pattern}"), handler
+
+    async def __call__(self, request: Request, response: Response) -> None:
+        if request.method == "OPTIONS":
+            await response.start(
+                200,
+                [
+                    ("access-control-allow-headers", "*"),
+                    ("access-control-allow-methods", "DELETE, POST, GET, PUT, OPTIONS"),
+                    ("content-length", "0"),
+                ],
+            )
+            await response.end()
+            return
+        path = request.path.rstrip("/") if request.path != "/" else request.path
+        path_matched = False
+        for method, pattern, handler in self.routes:
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            path_matched = True
+            if method != request.method:
+                continue
+            request.params = match.groupdict()
+            try:
+                await handler(request, response)
+            except ApiError as exc:
+                if response.started:
+                    raise
+                await response.json(exc.status, {"error": exc.message})
+            return
+        if path_matched:
+            await response.empty(405)
+            return
+        if path.startswith(f"{API_BASE}/instance/"):
+            instance_id = path.split("/")[4]
+            if instance_id not in self.hub.instances:
+                await response.json(404, {"error": f"Instance {instance_id} not found"})
+                return
+        await response.empty(404)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _sequence(self, request: Request, message: str = "Sequence {id} not found") -> Sequence:
+        sequence_id = request.params["id"]
+        sequence = self.hub.sequences.get(sequence_id)
+        if sequence is None:
+            raise ApiError(404, message.format(id=sequence_id))
+        return sequence
+
+    def _instance(self, request: Request) -> Instance:
+        instance_id = request.params["id"]
+        instance = self.hub.instances.get(instance_id)
+        if instance is None:
+            raise ApiError(404, f"Instance {instance_id} not found")
+        return instance
+
+    @staticmethod
+    async def _json_body(request: Request) -> Any:
+        """The request's JSON body; absent, empty or ``null`` bodies read as ``None``."""
+        try:
+            raw = await request.read(MAX_JSON_BODY)
+        except BodyError as exc:
+            raise ApiError(400, str(exc)) from exc
+        if not raw.strip():
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise ApiError(400, "Could not parse content: the body is not valid JSON") from None
+
+    async def _json_object(self, request: Request) -> dict[str, Any]:
+        body = await self._json_body(request)
+        if body is None:
+            return {}
+        if not isinstance(body, dict):
+            raise ApiError(400, "Could not parse content: expected a JSON object")
+        return body
+
+    @staticmethod
+    def _check_accept(request: Request, served: str) -> None:
+        accept = request.header("accept")
+        if not accept:
+            return
+        major = served.split("/")[0]
+        for item in accept.split(","):
+            media = item.split(";")[0].strip().lower()
+            if media in (served, "*/*", f"{major}/*"):
+                return
+        raise ApiError(415, f"this endpoint serves {served}")
+
+    # -- hub -------------------------------------------------------------------------------
+
+    async def version(self, request: Request, response: Response) -> None:
+        await response.json(
+            200,
+            {"service": "si", "apiVersion": "v1", "version": si.__version__, "build": "source"},
+        )
+
+    # -- sequences -------------------------------------------------------------------------
+
+    async def list_sequences(self, request: Request, response: Response) -> None:
+        await response.json(200, [s.record() for s in self.hub.sequences.values()])
+
+    async def get_sequence(self, request: Request, response: Response) -> None:
+        await response.json(200, self._sequence(request).record())
+
+    async def sequence_instances(self, request: Request, response: Response) -> None:
+        await response.json(200, list(self._sequence(request).instances))
+
+    async def upload_sequence(self, request: Request, response: Response) -> None:
+        content_type = request.content_type
+        if content_type and content_type not in ("application/octet-stream", "application/gzip"):
+            raise ApiError(415, "a sequence package is sent as application/octet-stream")
+        root = self.hub.paths.sequences
+        sequence_id = str(uuid.uuid4())
+        upload = root / f"{NEW_PREFIX}upload-{sequence_id}"
+        size = 0
+        try:
+            fd = os.open(upload, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                async for chunk in request.body():
+                    size += len(chunk)
+                    if size > MAX_PACKAGE_BYTES:
+                        raise ApiError(422, f"package over {MAX_PACKAGE_BYTES} bytes")
+                    os.write(fd, chunk)
+            finally:
+                os.close(fd)
+            sequence = await trio.to_thread.run_sync(store_upload, root, sequence_id, upload, size)
+        except PackageError as exc:
+            raise ApiError(422, str(exc)) from exc
+        finally:
+            upload.unlink(missing_ok=True)
+        self.hub.sequences[sequence.id] = sequence
+        log.info("sequence %s stored (%s, %d bytes)", sequence.id, sequence.manifest.name, size)
+        await response.json(200, {"id": sequence.id})
+
+    async def delete_sequence(self, request: Request, response: Response) -> None:
+        sequence = self._sequence(request, "The sequence {id} does not exist.")
+        await self._json_body(request)  # an op endpoint may carry a body; it has no fields
+        force = bool(request.header("x-seq-kill-inst"))
+        live = [
+            self.hub.instances[i]
+            for i in sequence.instances
+            if i in self.hub.instances and self.hub.instances[i].live
+        ]
+        if live and not force:
+            raise ApiError(409, "Can't remove- Sequence in use")
+        for instance in live:
+            instance.remove_immediately = True
+            await self.hub.kill(instance)
+        await trio.to_thread.run_sync(remove_sequence, sequence)
+        self.hub.sequences.pop(sequence.id, None)
+        await response.json(200, {"id": sequence.id})
+
+    async def start_sequence(self, request: Request, response: Response) -> None:
+        payload = await self._json_object(request)
+        instance_id = payload.get("instanceId")
+        if instance_id is not None and (
+            not isinstance(instance_id, str) or len(instance_id) != INSTANCE_ID_LENGTH
+        ):
+            raise ApiError(422, f"Invalid Instance id: must be {INSTANCE_ID_LENGTH} characters")
+        if instance_id is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", instance_id):
+            raise ApiError(422, "Invalid Instance id: letters, digits, '-', '_' and '.' only")
+        if not isinstance(payload.get("appConfig", {}) or {}, dict):
+            raise ApiError(422, "appConfig must be a JSON object")
+        if not isinstance(payload.get("args", []) or [], list):
+            raise ApiError(422, "args must be a JSON array")
+        sequence = self._sequence(request)
+        instance = await self.hub.start_instance(sequence, payload)
+        await response.json(200, {"message": f"Sequence {instance.id} starting", "id": instance.id})
+
+    # -- instances -------------------------------------------------------------------------
+
+    async def list_instances(self, request: Request, response: Response) -> None:
+        await response.json(200, [i.record() for i in self.hub.instances.values()])
+
+    async def get_instance(self, request: Request, response: Response) -> None:
+        await response.json(200, self._instance(request).record())
+
+    async def instance_output(self, request: Request, response: Response) -> None:
+        instance = self._instance(request)
+        self._check_accept(request, "application/octet-stream")
+        offset_header = request.header("x-si-offset")
+        try:
+            offset = int(offset_header) if offset_header else None
+        except ValueError:
+            raise ApiError(400, "x-si-offset must be a byte offset") from None
+        pipe = instance.output
+        reader = pipe.attach(offset)
+        try:
+            await response.start(
+                200,
+                [
+                    ("content-type", "application/octet-stream"),
+                    ("x-si-offset", str(reader.position)),
+                ],
+            )
+            while True:
+                data = await pipe.read(reader)
+                if data is None:
+                    break
+                await response.write(data)
+                pipe.delivered(reader, len(data))
+            await response.end()
+        finally:
+            pipe.detach(reader)
+
+    async def instance_input(self, request: Request, response: Response) -> None:
+        instance = self._instance(request)
+        runner_link = instance.runner_link
+        if not instance.live or runner_link is None or instance.exited:
+            raise ApiError(409, f"Instance {instance.id} is not running")
+        end = parse_end_stream(request.header("x-end-stream"), default=True)
+        lock = self._input_locks.setdefault(instance.id, trio.Lock())
+        async with lock:
+            with trio.move_on_after(CONNECT_TIMEOUT):
+                await _wait_established(instance)
+            link = runner_link.link
+            if not link.established and not link.outbound[Channel.INPUT].known:
+                raise ApiError(503, f"Instance {instance.id} is not reachable yet; try again")
+            channel = link.outbound[Channel.INPUT]
+            if channel.ended:
+                raise ApiError(409, f"Input of instance {instance.id} has already ended")
+            if channel.next_offset == 0:
+                content_type = request.header("content-type")
+                if not content_type:
+                    raise ApiError(406, "Content-Type must be defined")
+                await runner_link.send(
+                    Channel.INPUT, f"Content-Type: {content_type}\r\n\r\n".encode()
+                )
+            await response.start(200 if end else 202, [("content-type", "application/json")])
+            async for chunk in request.body():
+                await runner_link.send(Channel.INPUT, chunk)
+            if end:
+                runner_link.end(Channel.INPUT)
+            await runner_link.wait_flushed()
+            await response.end()
+
+    async def kill_instance(self, request: Request, response: Response) -> None:
+        instance = self._instance(request)
+        body = await self._json_object(request)
+        remove = body.get("removeImmediately", False)
+        if not isinstance(remove, bool):
+            raise ApiError(400, "Invalid removeImmediately format")
+        if not instance.live:
+            raise ApiError(400, "Instance not running")
+        if remove:
+            instance.remove_immediately = True
+        instance.set_status("killing")
+        self.hub.nursery.start_soon(self.hub.kill, instance)
+        await response.json(202, instance.record())
+
+    async def stop_instance(self, request: Request, response: Response) -> None:
+        instance = self._instance(request)
+        body = await self._json_object(request)
+        timeout = body.get("timeout", 7000)
+        keep_alive = body.get("canCallKeepalive", False)
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0:
+            raise ApiError(400, "Invalid timeout format")
+        if not isinstance(keep_alive, bool):
+            raise ApiError(400, "Invalid canCallKeepalive format")
+        if not instance.live:
+            raise ApiError(400, "Instance not running")
+        await self.hub.stop(instance, int(timeout), keep_alive)
+        await response.json(202, instance.record())
+
+
+def parse_end_stream(value: str, *, default: bool) -> bool:
+    """STH's ``x-end-stream``: ``true`` ends, ``false``/``success`` keeps open (any case)."""
+    lowered = value.strip().lower()
+    if lowered == "true":
+        return True
+    if lowered in ("false", "success"):
+        return False
+    return default
+
+
+async def _wait_established(instance: Instance) -> None:
+    runner_link = instance.runner_link
+    while runner_link is not None and not runner_link.link.established and not instance.exited:
+        await runner_link.connected.wait()

@@ -1,0 +1,263 @@
+"""A small HTTP/1.1 server shell: h11 parses and frames, trio moves the bytes.
+
+Why not an ASGI server: the hub's API is mostly long-lived streams with end-to-end
+backpressure (a request body is read only as fast as the runner takes it; a response is written
+only as fast as the client reads). Driving h11 directly keeps that explicit, keeps the import
+cheap (the hub should answer its first request quickly) and adds no framework between the
+socket and the link.
+
+Resource handling: one task per connection, owned by the listener's nursery. A streaming
+response whose client goes away is cancelled (a watcher task reads the socket for EOF once the
+request body is complete). A handler that fails after the response started leaves the response
+unterminated and the connection is closed, so the client sees the failure instead of a
+silently truncated body.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import h11
+import trio
+
+log = logging.getLogger("si.hub.http")
+
+# Large enough for a whole output batch per read, small enough to bound per-connection memory.
+RECEIVE_SIZE = 64 * 1024
+# Request heads are tiny; a bigger one is a broken or hostile client.
+MAX_HEAD_SIZE = 64 * 1024
+# Unread request body the server drains to keep a connection alive; past it, it closes instead.
+MAX_DRAIN = 1 << 20
+
+COMMON_HEADERS = [(b"access-control-allow-origin", b"*")]
+
+
+class BodyError(Exception):
+    """The client's request body broke off (disconnect or malformed framing)."""
+
+
+class Request:
+    """An HTTP request whose body is read on demand, so a slow consumer slows the client."""
+
+    def __init__(self, connection: HttpConnection, event: h11.Request) -> None:
+        self._connection = connection
+        self.method = event.method.decode("ascii").upper()
+        target = event.target.decode("latin-1")
+        parts = urlsplit(target)
+        self.path = unquote(parts.path)
+        self.query = dict(parse_qsl(parts.query))
+        self.headers: dict[str, str] = {}
+        for name, value in event.headers:
+            self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        self.params: dict[str, str] = {}
+        self.body_complete = False
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name, default)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """The request body in chunks as they arrive. Raises BodyError if it breaks off."""
+        connection = self._connection
+        if self.body_complete:
+            return
+        if connection.conn.they_are_waiting_for_100_continue:
+            await connection.send(h11.InformationalResponse(status_code=100, headers=[]))
+        while True:
+            try:
+                event = await connection.next_event()
+            except (
+                h11.RemoteProtocolError,
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+            ) as exc:
+                raise BodyError(f"request body broke off: {exc}") from exc
+            if isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self.body_complete = True
+                return
+            else:
+                raise BodyError("client closed the connection during the request body")
+
+    async def read(self, limit: int) -> bytes:
+        """The whole body; BodyError if it exceeds ``limit`` bytes."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in self.body():
+            size += len(chunk)
+            if size > limit:
+                raise BodyError(f"request body over {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+class Response:
+    """One response: whole (``json``, ``empty``) or streamed (``start``, ``write``, ``end``)."""
+
+    def __init__(self, connection: HttpConnection, request: Request) -> None:
+        self._connection = connection
+        self._request = request
+        self.started = False
+        self.finished = False
+        self.status = 0
+
+    async def start(self, status: int, headers: list[tuple[str, str]] | None = None) -> None:
+        """Send the status line and headers; the body follows in chunks (chunked encoding)."""
+        encoded = list(COMMON_HEADERS)
+        encoded += [(k.encode(), v.encode()) for k, v in headers or []]
+        self.started = True
+        self.status = status
+        await self._connection.send(h11.Response(status_code=status, headers=encoded))
+        self._connection.response_started(self._request)
+
+    async def write(self, data: bytes) -> None:
+        if data:
+            await self._connection.send(h11.Data(data=data))
+
+    async def end(self) -> None:
+        self.finished = True
+        await self._connection.send(h11.EndOfMessage())
+
+    async def json(self, status: int, body: Any) -> None:
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        await self.whole(status, payload, "application/json")
+
+    async def empty(self, status: int, content_type: str | None = None) -> None:
+        await self.whole(status, b"", content_type)
+
+    async def whole(self, status: int, payload: bytes, content_type: str | None) -> None:
+        headers = [("content-length", str(len(payload)))]
+        if content_type:
+            headers.append(("content-type", content_type))
+        encoded = list(COMMON_HEADERS) + [(k.encode(), v.encode()) for k, v in headers]
+        self.started = True
+        self.status = status
+        await self._connection.send(h11.Response(status_code=status, headers=encoded))
+        if payload:
+            await self._connection.send(h11.Data(data=payload))
+        self.finished = True
+        await self._connection.send(h11.EndOfMessage())
+
+
+Handler = Callable[[Request, Response], Awaitable[None]]
+
+
+class HttpConnection:
+    """One client connection: a sequence of request/response cycles (keep-alive)."""
+
+    def __init__(self, stream: trio.abc.Stream, handler: Handler) -> None:
+        self.stream = stream
+        self.handler = handler
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
+        self._handler_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._watcher_scope: trio.CancelScope | None = None
+
+    async def next_event(self) -> Any:
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+                self.conn.receive_data(bytes(data))
+                continue
+            return event
+
+    async def send(self, event: Any) -> None:
+        data = self.conn.send(event)
+        if data:
+            await self.stream.send_all(data)
+
+    def response_started(self, request: Request) -> None:
+        # Once the request body is in and a response is streaming, the only thing left to
+        # read is EOF: watch for it so an abandoned stream releases its resources.
+        if request.body_complete and self._nursery is not None and self._watcher_scope is None:
+            self._watcher_scope = trio.CancelScope()
+            self._nursery.start_soon(self._watch_for_eof, self._watcher_scope)
+
+    async def _watch_for_eof(self, scope: trio.CancelScope) -> None:
+        with scope:
+            try:
+                while True:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                    if not data:
+                        break
+                    self.conn.receive_data(bytes(data))  # a pipelined request: h11 keeps it
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            if self._handler_scope is not None:
+                self._handler_scope.cancel()
+
+    async def serve(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                await self._serve_cycles()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
+                pass
+            finally:
+                nursery.cancel_scope.cancel()
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await self.stream.aclose()
+
+    async def _serve_cycles(self) -> None:
+        while True:
+            event = await self.next_event()
+            if isinstance(event, h11.ConnectionClosed):
+                return
+            if not isinstance(event, h11.Request):
+                return
+            request = Request(self, event)
+            if self.conn.their_state is h11.DONE:
+                request.body_complete = True
+            response = Response(self, request)
+            with trio.CancelScope() as scope:
+                self._handler_scope = scope
+                try:
+                    await self.handler(request, response)
+                except BodyError as exc:
+                    log.info("%s %s: %s", request.method, request.path, exc)
+                    return
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return  # the client went away mid-response
+                except Exception:
+                    log.exception("%s %s failed", request.method, request.path)
+                    if not response.started:
+                        await response.empty(500)
+                    else:
+                        return
+            self._handler_scope = None
+            if self._watcher_scope is not None:
+                self._watcher_scope.cancel()
+                self._watcher_scope = None
+            if scope.cancelled_caught or not response.finished:
+                return  # the client went away, or the response could not be completed
+            if not await self._finish_cycle(request):
+                return
+
+    async def _finish_cycle(self, request: Request) -> bool:
+        """Prepare for the next request on this connection; False means close it."""
+        if self.conn.their_state is not h11.DONE:
+            drained = 0
+            async for chunk in request.body():
+                drained += len(chunk)
+                if drained > MAX_DRAIN:
+                    return False
+        if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
+            return False
+        self.conn.start_next_cycle()
+        return True
+
+
+def handle_connections(handler: Handler) -> Callable[[trio.abc.Stream], Awaitable[None]]:
+    async def serve_one(stream: trio.abc.Stream) -> None:
+        await HttpConnection(stream, handler).serve()
+
+    return serve_one

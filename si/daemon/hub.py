@@ -1,0 +1,256 @@
+"""The hub's state and its supervision of runners: start, adopt, watch, expire.
+
+Resource handling: every background task (one supervisor per instance, retention timers) runs
+in the hub's nursery; the hub owns each runner's pidfd and link connection, never the runner
+process itself, which lives in its own session and survives the hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import time
+import uuid
+from typing import Any
+
+import trio
+
+from si.daemon.instance import KILL_GRACE, STOP, Instance
+from si.daemon.options import HubOptions
+from si.daemon.sequences import Sequence, load_sequences
+from si.daemon.spawn import bind_unix_listener, spawn_runner
+from si.fsutil import read_json, write_json_atomic
+from si.paths import HubPaths
+from si.runner.identity import ProcessIdentity
+
+log = logging.getLogger("si.hub")
+
+# A runner that has not loaded its sequence by then is reported as a failed start.
+START_TIMEOUT = 30.0
+# After a runner exits, how long its link may take to deliver what it wrote before exiting.
+LINK_DRAIN_TIMEOUT = 1.0
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Hub:
+    def __init__(self, options: HubOptions, paths: HubPaths) -> None:
+        self.options = options
+        self.paths = paths
+        self.sequences: dict[str, Sequence] = {}
+        self.instances: dict[str, Instance] = {}
+        self.started_at = time.time()
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        assert self._nursery is not None, "the hub is not running"
+        return self._nursery
+
+    # -- start-up --------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Read stored sequences and instances (before any request is served)."""
+        self.sequences = load_sequences(self.paths.sequences)
+        for directory in sorted(self.paths.instances.iterdir()):
+            if not directory.is_dir():
+                continue
+            try:
+                record = read_json(directory / "instance.json")
+                instance = Instance(directory, record, known_link=False)
+            except Exception as exc:
+                log.warning("skipping instance %s: unreadable record (%s)", directory.name, exc)
+                continue
+            self.instances[instance.id] = instance
+            sequence = self.sequences.get(instance.sequence_id)
+            if sequence is not None:
+                sequence.instances.append(instance.id)
+
+    def begin(self, nursery: trio.Nursery) -> None:
+        """Start supervising what ``load`` found: re-adopt live runners, expire ended ones."""
+        self._nursery = nursery
+        for instance in list(self.instances.values()):
+            if instance.live:
+                self._adopt(instance)
+            else:
+                instance.exited = True
+                instance.collect_saved_output()
+                self._schedule_expiry(instance)
+
+    def _adopt(self, instance: Instance) -> None:
+        try:
+            runner = read_json(instance.directory / "runner.json")
+            identity = ProcessIdentity(
+                int(runner["pid"]), int(runner["start_time"]), str(runner["boot_id"])
+            )
+            token, socket_path = str(runner["token"]), str(runner["socket"])
+        except Exception as exc:
+            self._mark_lost(instance, f"runner record unreadable: {exc}")
+            return
+        if not instance.attach_process(identity, child=False):
+            if (instance.directory / "exit.json").exists():
+                instance.exited = True
+                instance.collect_exit(None)  # it ended while no hub was watching
+                self._schedule_expiry(instance)
+            else:
+                self._mark_lost(instance, "runner process is gone (or its pid was reused)")
+            return
+        instance.make_link(token, socket_path)
+        self.nursery.start_soon(self._supervise, instance)
+
+    def _mark_lost(self, instance: Instance, reason: str) -> None:
+        log.warning("instance %s lost: %s", instance.id, reason)
+        instance.exited = True
+        instance.status = "lost"
+        instance.terminated = {"exitcode": -1, "reason": f"Instance lost: {reason}"}
+        instance.ended = time.time()
+        instance.save()
+        instance.output.close()
+        instance.finished.set()
+        self._schedule_expiry(instance)
+
+    # -- instances -------------------------------------------------------------------------
+
+    async def start_instance(self, sequence: Sequence, payload: dict[str, Any]) -> Instance:
+        """Spawn a runner for ``sequence`` and wait until its sequence is loaded and running.
+
+        Raises:
+            ApiError: 409 for a taken instance id, 400 when the sequence fails to start.
+        """
+        instance_id = payload.get("instanceId") or str(uuid.uuid4())
+        directory = self.paths.instances / instance_id
+        if instance_id in self.instances or directory.exists():
+            raise ApiError(409, "Instance with a given ID already exists")
+        directory.mkdir(mode=0o700)
+        token = secrets.token_hex(32)
+        socket_path = directory / "runner.sock"
+        manifest = sequence.manifest
+        record = {
+            "id": instance_id,
+            "sequence_id": sequence.id,
+            "sequence": {
+                "id": sequence.id,
+                "config": sequence.config(),
+                "name": manifest.name,
+                "location": "si",
+            },
+            "args": list(payload.get("args") or []),
+            "app_config": dict(payload.get("appConfig") or {}),
+            "payload": payload,
+            "status": "starting",
+            "created": time.time(),
+        }
+        write_json_atomic(
+            directory / "spawn.json",
+            {
+                "instance_id": instance_id,
+                "token": token,
+                "socket": str(socket_path),
+                "sequence_dir": str(sequence.package_dir),
+                "entry": manifest.entry,
+                "args": record["args"],
+                "app_config": record["app_config"],
+            },
+        )
+        instance = Instance(directory, record, known_link=True)
+        instance.save()
+        listener = bind_unix_listener(socket_path)
+        try:
+            pid = spawn_runner(directory, listener)
+        except OSError as exc:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise ApiError(500, f"cannot start a runner: {exc}") from exc
+        finally:
+            listener.close()
+        instance.attach_child(pid)
+        instance.make_link(token, str(socket_path))
+        self.instances[instance_id] = instance
+        sequence.instances.append(instance_id)
+        self.nursery.start_soon(self._supervise, instance)
+        with trio.move_on_after(START_TIMEOUT):
+            async with trio.open_nursery() as waiters:
+                for event in (instance.ready, instance.finished):
+                    waiters.start_soon(_wait_then_cancel, event, waiters.cancel_scope)
+        # A sequence may finish before the hub even connected (a short counter): that is a
+        # successful start too; its output waits for readers in output.tail.
+        if instance.ready.is_set() or instance.status == "completed":
+            return instance
+        if not instance.finished.is_set():
+            await self.kill(instance)
+            raise ApiError(400, f"Sequence did not start within {START_TIMEOUT:.0f} s")
+        reason = (instance.terminated or {}).get("reason", "Runner failed")
+        raise ApiError(400, reason)
+
+    async def _supervise(self, instance: Instance) -> None:
+        runner_link = instance.runner_link
+        assert runner_link is not None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_process, instance, nursery.cancel_scope)
+            await runner_link.run()
+            nursery.cancel_scope.cancel()
+        instance.collect_exit(instance.wait_code)
+        self._schedule_expiry(instance)
+
+    async def _watch_process(self, instance: Instance, link_scope: trio.CancelScope) -> None:
+        await instance.wait_process_exit()
+        # The link now reads what the runner wrote before exiting, up to EOF; bound the wait.
+        await trio.sleep(LINK_DRAIN_TIMEOUT)
+        link_scope.cancel()
+
+    def _schedule_expiry(self, instance: Instance) -> None:
+        self.nursery.start_soon(self._expire, instance)
+
+    async def _expire(self, instance: Instance) -> None:
+        retention = 0.0 if instance.remove_immediately else self.options.retention
+        ended = instance.ended or time.time()
+        await trio.sleep(max(0.0, ended + retention - time.time()))
+        self.remove_instance(instance)
+
+    def remove_instance(self, instance: Instance) -> None:
+        instance.output.close()
+        self.instances.pop(instance.id, None)
+        sequence = self.sequences.get(instance.sequence_id)
+        if sequence is not None and instance.id in sequence.instances:
+            sequence.instances.remove(instance.id)
+        shutil.rmtree(instance.directory, ignore_errors=True)
+
+    async def kill(self, instance: Instance) -> None:
+        if not instance.exited:
+            instance.set_status("killing")
+            await instance.kill()
+
+    async def stop(self, instance: Instance, timeout_ms: int, can_keep_alive: bool) -> None:
+        """STH's stop: ask nicely, wait up to ``timeout_ms``, then kill unless kept alive."""
+        instance.set_status("stopping")
+        instance.keepalive_since_stop = False
+        instance.send_control(STOP, {"timeout": timeout_ms, "canCallKeepalive": can_keep_alive})
+        with trio.move_on_after(timeout_ms / 1000):
+            await instance.finished.wait()
+        if instance.finished.is_set():
+            return
+        if can_keep_alive and instance.keepalive_since_stop:
+            return
+        self.nursery.start_soon(instance.kill)
+
+    async def shutdown(self) -> None:
+        """With ``--kill-on-exit``: end every instance before the hub exits."""
+        if not self.options.kill_on_exit:
+            return
+        live = [i for i in self.instances.values() if not i.exited]
+        with trio.move_on_after(KILL_GRACE + 1):
+            async with trio.open_nursery() as nursery:
+                for instance in live:
+                    nursery.start_soon(self.kill, instance)
+
+
+async def _wait_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

@@ -1,0 +1,329 @@
+"""One instance as the hub sees it: its record, its runner process and its streams.
+
+Layout of ``<home>/instances/<id>/`` (the hub writes the first two, the runner the rest)::
+
+    instance.json   sequence, args, appConfig, status, times, exit (the hub's record)
+    spawn.json      what the runner needs to start, including the link token (mode 0600)
+    runner.json     the runner's identity: pid, start time, boot id, socket, token
+    runner.sock     the runner's listening socket; the hub dials it
+    stdout, stderr  the runner's stdio (never a pipe to the hub)
+    log             the sequence's log, one JSON object per line
+    exit.json       written by the runner as it exits: code, reason, unconsumed output range
+    output.tail     the output bytes the hub had not consumed when the runner exited
+
+The hub never signals a process it has not proven to be the runner (pid + start time + boot id
+checked through a pidfd, which then cannot be recycled under us).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from si.daemon.pipe import OutputPipe
+from si.daemon.runner_link import RunnerLink
+from si.fsutil import read_json, write_json_atomic
+from si.protocol.frames import Channel
+from si.protocol.link import DEFAULT_WINDOW, Link
+from si.runner.identity import ProcessIdentity
+
+log = logging.getLogger("si.hub.instance")
+
+# Message codes (STH's numbering).
+PING = 3000
+MONITORING = 3001
+SEQUENCE_STOPPED = 3006
+ALIVE = 3010
+PANG = 3012
+EVENT = 5001
+STOP = 4001
+KILL = 4002
+
+# Runner exit codes -> (status, reason), as STH maps them; a stop or kill ends "completed".
+EXIT_MEANINGS: dict[int, tuple[str, str]] = {
+    0: ("completed", "Instance completed"),
+    21: ("errored", "Sequence entrypoint path is invalid. Check `main` field in package.json"),
+    22: ("errored", "Sequence failed on start"),
+    23: ("errored", "Sequence failed during execution"),
+    137: ("completed", "Instance killed"),
+    138: ("completed", "Instance stopped"),
+}
+# After KILL, how long the runner gets to exit by itself before it is SIGKILLed.
+KILL_GRACE = 5.0
+
+LIVE_STATUSES = ("starting", "running", "stopping", "killing")
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return (
+        datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+class Instance:
+    """Record plus live state of one instance; driven by the Supervisor and the API."""
+
+    def __init__(self, directory: Path, record: dict[str, Any], *, known_link: bool) -> None:
+        self.directory = directory
+        self.id: str = record["id"]
+        self.sequence_id: str = record["sequence_id"]
+        self.sequence_snapshot: dict[str, Any] = record.get("sequence", {})
+        self.args: list[Any] = record.get("args", [])
+        self.app_config: dict[str, Any] = record.get("app_config", {})
+        self.start_payload: dict[str, Any] = record.get("payload", {})
+        self.status: str = record.get("status", "starting")
+        self.created: float = record.get("created", time.time())
+        self.started: float | None = record.get("started")
+        self.ended: float | None = record.get("ended")
+        self.terminated: dict[str, Any] | None = record.get("terminated")
+        self.pid: int | None = record.get("pid")
+        self.health: Any = None
+        self.identity: ProcessIdentity | None = None
+        self.pidfd: int | None = None
+        self.is_child = False
+        self.token: str = record.get("token", "")
+        self.output = OutputPipe(self._output_consumed)
+        self.ready = trio.Event()
+        self.finished = trio.Event()
+        self.exited = False
+        self.wait_code: int | None = None
+        self.remove_immediately = False
+        self.keepalive_since_stop = False
+        self.link: Link | None = None
+        self.runner_link: RunnerLink | None = None
+        self._known_link = known_link
+
+    # -- record ----------------------------------------------------------------------------
+
+    def record(self) -> dict[str, Any]:
+        """The instance as STH's API shows it (plus ``pid``)."""
+        body: dict[str, Any] = {
+            "id": self.id,
+            "appConfig": self.app_config,
+            "args": self.args,
+            "sequence": self.sequence_snapshot,
+            "created": iso(self.created),
+            "started": iso(self.started),
+            "ended": iso(self.ended),
+            "status": self.status,
+            "terminated": self.terminated,
+            "pid": self.pid,
+        }
+        for key in ("inputTopic", "outputTopic"):
+            if self.start_payload.get(key):
+                body["requires" if key == "inputTopic" else "provides"] = self.start_payload[key]
+        return {key: value for key, value in body.items() if value is not None}
+
+    def save(self) -> None:
+        write_json_atomic(
+            self.directory / "instance.json",
+            {
+                "id": self.id,
+                "sequence_id": self.sequence_id,
+                "sequence": self.sequence_snapshot,
+                "args": self.args,
+                "app_config": self.app_config,
+                "payload": self.start_payload,
+                "status": self.status,
+                "created": self.created,
+                "started": self.started,
+                "ended": self.ended,
+                "terminated": self.terminated,
+                "pid": self.pid,
+            },
+        )
+
+    def set_status(self, status: str) -> None:
+        if self.status != status:
+            self.status = status
+            self.save()
+
+    @property
+    def live(self) -> bool:
+        return self.status in LIVE_STATUSES
+
+    # -- process ---------------------------------------------------------------------------
+
+    def attach_child(self, pid: int) -> None:
+        """Watch a runner this hub just spawned (our child: its pid cannot be reused yet)."""
+        self.pidfd = os.pidfd_open(pid)
+        self.pid = pid
+        self.is_child = True
+        self.identity = ProcessIdentity.of(pid)
+
+    def attach_process(self, identity: ProcessIdentity, *, child: bool) -> bool:
+        """Hold a pidfd on an adopted runner; False if that process is no longer the runner."""
+        try:
+            pidfd = os.pidfd_open(identity.pid)
+        except ProcessLookupError:
+            return False
+        # Checked after opening: the pidfd now pins this exact process.
+        if not identity.is_alive():
+            os.close(pidfd)
+            return False
+        self.identity = identity
+        self.pidfd = pidfd
+        self.pid = identity.pid
+        self.is_child = child
+        return True
+
+    def make_link(self, token: str, socket_path: str) -> RunnerLink:
+        self.link = Link(
+            "hub",
+            self.id,
+            bytes.fromhex(token),
+            outbound={
+                Channel.INPUT: DEFAULT_WINDOW,
+                Channel.STDIN: DEFAULT_WINDOW,
+                Channel.CONTROL: DEFAULT_WINDOW,
+            },
+            inbound={Channel.OUTPUT: DEFAULT_WINDOW, Channel.MONITORING: DEFAULT_WINDOW},
+            known=self._known_link,
+        )
+        self.runner_link = RunnerLink(self, self.link, socket_path)
+        return self.runner_link
+
+    def runner_alive(self) -> bool:
+        return not self.exited
+
+    def signal(self, signum: int) -> None:
+        if self.pidfd is not None and not self.exited:
+            try:
+                signal.pidfd_send_signal(self.pidfd, signum)
+            except ProcessLookupError:
+                pass
+
+    async def wait_process_exit(self) -> None:
+        """Wait for the runner process to end; reap it if it is our child."""
+        assert self.pidfd is not None
+        await trio.lowlevel.wait_readable(self.pidfd)
+        if self.is_child and self.pid is not None:
+            try:
+                _, status = os.waitpid(self.pid, os.WNOHANG)  # noqa: ASYNC222 (exited: no wait)
+                code = os.waitstatus_to_exitcode(status)
+                self.wait_code = 128 - code if code < 0 else code  # signals as the shell shows them
+            except ChildProcessError:
+                pass
+        os.close(self.pidfd)
+        self.pidfd = None
+        self.exited = True
+
+    def collect_exit(self, wait_code: int | None) -> None:
+        """Record how the runner ended: its exit.json when it wrote one, else its wait status."""
+        exit_info: dict[str, Any] = {}
+        try:
+            exit_info = read_json(self.directory / "exit.json")
+        except (OSError, ValueError):
+            pass
+        code = exit_info.get("code", wait_code)
+        if wait_code is not None and wait_code >= 128 and code != wait_code and not exit_info:
+            code = wait_code
+        self._recover_output(exit_info.get("output"))
+        if code is None:
+            status, reason, code = "errored", "Runner died; its exit status is unknown", -1
+        else:
+            status, reason = EXIT_MEANINGS.get(code, ("errored", "Runner failed"))
+            reason = exit_info.get("reason") or reason
+            if wait_code is not None and wait_code > 128 and not exit_info:
+                reason = f"Runner killed by signal {wait_code - 128}"
+        self.terminated = {"exitcode": code, "reason": reason}
+        self.ended = time.time()
+        self.status = status
+        self.save()
+        if not self.output.ended:
+            self.output.close()  # killed mid-stream: readers end after what was saved
+        self.finished.set()
+
+    def collect_saved_output(self) -> None:
+        """For an instance that ended before this hub started: serve what the runner saved."""
+        try:
+            info = read_json(self.directory / "exit.json").get("output")
+        except (OSError, ValueError):
+            info = None
+        self._recover_output(info)
+        if not self.output.ended:
+            self.output.close()
+        self.finished.set()
+
+    def _recover_output(self, info: Any) -> None:
+        """Take the output the runner saved as it exited, beyond what the pipe already has."""
+        if not isinstance(info, dict):
+            self.output.end()
+            return
+        base, end = int(info.get("base", 0)), int(info.get("end", 0))
+        pipe = self.output
+        if pipe.tail < base:
+            if pipe.tail != pipe.head:
+                log.error("instance %s: output bytes %d-%d are lost", self.id, pipe.tail, base)
+                return
+            pipe.rebase(base)  # a hub that never saw this runner's output
+        if pipe.tail < end:
+            try:
+                with open(self.directory / "output.tail", "rb") as tail:
+                    tail.seek(max(0, pipe.tail - base))
+                    pipe.append(tail.read(end - pipe.tail))
+            except OSError as exc:
+                log.error("instance %s: cannot read saved output: %s", self.id, exc)
+        if info.get("ended") or pipe.tail >= end:
+            pipe.end()
+
+    # -- link callbacks (LinkOwner) --------------------------------------------------------
+
+    def _output_consumed(self, nbytes: int) -> None:
+        if self.runner_link is not None and not self.exited:
+            self.runner_link.consume(Channel.OUTPUT, nbytes)
+
+    def on_established(self, peer: dict[str, Any], received: dict[int, int]) -> None:
+        # A hub that adopted a running runner starts its pipe where the runner's unconsumed
+        # output begins; offsets then match those its followers resume from.
+        base = received.get(Channel.OUTPUT, 0)
+        if self.output.tail == self.output.head and self.output.tail < base:
+            self.output.rebase(base)
+
+    def on_output(self, data: bytes) -> None:
+        self.output.append(data)
+
+    def on_output_end(self) -> None:
+        self.output.end()
+
+    def on_monitoring(self, message: Any) -> None:
+        if not isinstance(message, list) or not message:
+            return
+        code = message[0]
+        if code == PING:
+            if self.status == "starting":
+                self.status = "running"
+                self.started = time.time()
+                self.save()
+            self.ready.set()
+        elif code == ALIVE:
+            self.keepalive_since_stop = True
+
+    def on_message(self, message: Any) -> None:
+        if isinstance(message, list) and message and message[0] == MONITORING:
+            self.health = message[1] if len(message) > 1 else None
+
+    # -- control ---------------------------------------------------------------------------
+
+    def send_control(self, code: int, body: dict[str, Any]) -> None:
+        if self.runner_link is not None:
+            self.runner_link.send_json(Channel.CONTROL, [code, body])
+
+    async def kill(self) -> None:
+        """Ask the runner to exit; SIGKILL it if it has not after ``KILL_GRACE`` seconds."""
+        self.send_control(KILL, {})
+        with trio.move_on_after(KILL_GRACE):
+            await self.finished.wait()
+            return
+        self.signal(signal.SIGKILL)

@@ -1,0 +1,229 @@
+"""The hub's end of one instance's link: dial the runner's socket, pump frames both ways.
+
+The protocol state (``si.protocol.link.Link``) outlives connections; this shell only moves its
+bytes. It dials again while the runner lives, so a broken connection costs a reconnect, never
+data.
+
+Resource handling: one task (``run``) per instance, in the hub's nursery, owning the socket; a
+writer task inside it is the only one that sends. Writes wait for the link's window, so memory
+per instance is bounded by the windows whatever the peers do.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+from typing import Any, Protocol
+
+import trio
+
+from si.paths import connectable_unix_path
+from si.protocol.frames import Channel
+from si.protocol.link import (
+    Data,
+    Ended,
+    Established,
+    Event,
+    Link,
+    LinkError,
+    Message,
+    WindowOpened,
+)
+
+log = logging.getLogger("si.hub.link")
+
+RECEIVE_SIZE = 256 * 1024
+# Redial pacing while the runner lives but its socket does not answer (it is starting, or a
+# passing error): quick first retries so a hub restart re-adopts in well under a second.
+RETRY_FIRST = 0.01
+RETRY_MAX = 0.5
+# A runner must complete the handshake this fast, or it is not the runner we are looking for.
+HANDSHAKE_TIMEOUT = 5.0
+
+
+class LinkOwner(Protocol):
+    """What the link reports to: the hub's Instance."""
+
+    def on_established(self, peer: dict[str, Any], received: dict[int, int]) -> None: ...
+    def on_output(self, data: bytes) -> None: ...
+    def on_output_end(self) -> None: ...
+    def on_monitoring(self, message: Any) -> None: ...
+    def on_message(self, message: Any) -> None: ...
+    def runner_alive(self) -> bool: ...
+
+
+async def connect_unix(path: str) -> trio.SocketStream:
+    target, dirfd = connectable_unix_path(path)
+    try:
+        return await trio.open_unix_socket(target)
+    finally:
+        if dirfd is not None:
+            os.close(dirfd)
+
+
+class RunnerLink:
+    def __init__(self, owner: LinkOwner, link: Link, socket_path: str) -> None:
+        self.owner = owner
+        self.link = link
+        self.socket_path = socket_path
+        self._stream: trio.SocketStream | None = None
+        self._dirty = trio.Event()
+        self._window_changed = trio.Event()
+        self._requested = 0  # bumped by every flush(); the writer records what it has sent
+        self._sent_generation = 0
+        self._flushed = trio.Event()
+        self.connected = trio.Event()
+        self.failures = 0
+
+    # -- used by the hub -------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Something was queued on the link: let the writer send it."""
+        self._requested += 1
+        self._dirty.set()
+
+    async def wait_flushed(self) -> None:
+        """Wait until everything queued so far has been written to the runner's socket."""
+        self.flush()
+        target = self._requested
+        while self._sent_generation < target:
+            if self._stream is None:
+                return  # not connected: the replay buffer keeps it for the next connection
+            await self._flushed.wait()
+
+    async def send(self, channel: int, data: bytes) -> None:
+        """Queue ``data`` on ``channel`` once the peer's window allows it."""
+        view = memoryview(data)
+        while view:
+            while self.link.writable(channel) <= 0:
+                await self._window_changed.wait()
+            room = self.link.writable(channel)
+            piece, view = view[:room], view[room:]
+            self.link.send(channel, bytes(piece))
+            self.flush()
+
+    def send_json(self, channel: int, body: Any) -> None:
+        """Queue a small message; message channels are not window-limited in practice."""
+        self.link.send_json(channel, body)
+        self.flush()
+
+    def end(self, channel: int) -> None:
+        self.link.end(channel)
+        self.flush()
+
+    def consume(self, channel: int, nbytes: int) -> None:
+        self.link.consume(channel, nbytes)
+        self.flush()
+
+    # -- the connection loop ---------------------------------------------------------------
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep a connection to the runner while it lives. Returns when the runner is gone."""
+        started = False
+        delay = RETRY_FIRST
+        while self.owner.runner_alive():
+            try:
+                stream = await connect_unix(self.socket_path)
+            except OSError as exc:
+                if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT, errno.EAGAIN):
+                    log.debug("dial %s: %s", self.socket_path, exc)
+                self.failures += 1
+                await trio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            if not started:
+                task_status.started()
+                started = True
+            delay = RETRY_FIRST
+            await self._serve_connection(stream)
+        if not started:
+            task_status.started()
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self.link.connection_made()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer)
+                self.flush()
+                with trio.move_on_after(HANDSHAKE_TIMEOUT) as handshake:
+                    while not self.link.established:
+                        if not await self._receive_once(stream):
+                            nursery.cancel_scope.cancel()
+                            return
+                if handshake.cancelled_caught:
+                    log.warning("runner at %s did not complete the handshake", self.socket_path)
+                    nursery.cancel_scope.cancel()
+                    return
+                while await self._receive_once(stream):
+                    pass
+                nursery.cancel_scope.cancel()
+        except LinkError as exc:
+            log.warning("link to %s broken: %s", self.socket_path, exc)
+        finally:
+            self._stream = None
+            self.link.connection_lost()
+            self.connected = trio.Event()
+            self._flushed.set()
+            self._flushed = trio.Event()
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _receive_once(self, stream: trio.SocketStream) -> bool:
+        try:
+            data = await stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return False
+        if not data:
+            return False
+        self._dispatch(self.link.receive_data(data))
+        self.flush()
+        return True
+
+    def _dispatch(self, events: list[Event]) -> None:
+        owner = self.owner
+        for event in events:
+            if isinstance(event, Data):
+                if event.channel == Channel.OUTPUT:
+                    owner.on_output(event.data)
+                elif event.channel == Channel.MONITORING:
+                    self.link.consume(Channel.MONITORING, len(event.data))
+                    owner.on_monitoring(_json(event.data))
+            elif isinstance(event, WindowOpened):
+                self._window_changed.set()
+                self._window_changed = trio.Event()
+            elif isinstance(event, Ended):
+                if event.channel == Channel.OUTPUT:
+                    owner.on_output_end()
+            elif isinstance(event, Established):
+                self.connected.set()
+                owner.on_established(event.peer, event.received)
+                self._window_changed.set()
+                self._window_changed = trio.Event()
+            elif isinstance(event, Message):
+                owner.on_message(event.body)
+
+    async def _writer(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty = trio.Event()
+            generation = self._requested
+            data = self.link.data_to_send()
+            stream = self._stream
+            if data and stream is not None:
+                try:
+                    await stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+            self._sent_generation = generation
+            self._flushed.set()
+            self._flushed = trio.Event()
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None

@@ -1,0 +1,154 @@
+"""``si hub serve``: take the home's lock, load state, serve the API until told to stop.
+
+Order matters for the reconnect promise: stored sequences and instances are loaded before the
+first request is accepted, and re-adoption of running runners starts at the same moment, so a
+client never sees a hub that has forgotten an instance.
+
+Error handling: a second hub on the same home fails at once on the lock, before it touches the
+socket, the state or any runner. SIGINT and SIGTERM stop the hub cleanly and leave instances
+running (unless ``--kill-on-exit``).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import signal
+import sys
+from contextlib import ExitStack
+
+import trio
+
+from si.daemon.api import Api
+from si.daemon.http import handle_connections
+from si.daemon.hub import Hub
+from si.daemon.options import HubOptions
+from si.errors import SiError
+from si.paths import HubPaths, connectable_unix_path
+
+log = logging.getLogger("si.hub")
+
+
+class HubLock:
+    """An exclusive ``flock`` on ``hub.lock`` held for the hub's lifetime.
+
+    The kernel drops it when the process dies, however it dies, so a crashed hub never blocks
+    the next one; the pid inside is only there to name the holder in the error message.
+    """
+
+    def __init__(self, path: os.PathLike[str]) -> None:
+        self.path = path
+        self.fd = -1
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise SiError(
+                    f"another hub (pid {holder}) is already serving this home; "
+                    f"lock: {os.fspath(self.path)}"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+async def open_unix_api_listener(path: os.PathLike[str]) -> trio.SocketListener:
+    """Bind the API socket with mode 0600; a stale file of a dead hub is replaced."""
+    target, dirfd = connectable_unix_path(path)
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    try:
+        try:
+            os.unlink(target)  # safe: we hold the lock, so no live hub owns this file
+        except FileNotFoundError:
+            pass
+        old_umask = os.umask(0o177)
+        try:
+            await sock.bind(target)
+        finally:
+            os.umask(old_umask)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        if dirfd is not None:
+            os.close(dirfd)
+    return trio.SocketListener(sock)
+
+
+async def run_hub(
+    options: HubOptions,
+    *,
+    task_status: trio.TaskStatus[Hub] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a hub until cancelled or signalled. Reports the Hub once it accepts requests."""
+    paths = HubPaths.resolve(options.home)
+    paths.make_dirs()
+    with ExitStack() as stack:
+        lock = HubLock(paths.lock)
+        lock.acquire()
+        stack.callback(lock.release)
+        hub = Hub(options, paths)
+        hub.load()
+        listeners: list[trio.SocketListener] = [await open_unix_api_listener(paths.socket)]
+        stack.callback(_unlink_quietly, paths.socket)
+        if options.port is not None:
+            listeners += await trio.open_tcp_listeners(options.port, host=options.host)
+        handler = handle_connections(Api(hub))
+        async with trio.open_nursery() as nursery:
+            hub.begin(nursery)
+            await nursery.start(trio.serve_listeners, handler, listeners)
+            where = str(paths.socket)
+            if options.port is not None:
+                where += f" and http://{options.host}:{options.port}/api/v1"
+            log.info(
+                "hub ready on %s (%d sequences, %d instances)",
+                where,
+                len(hub.sequences),
+                len(hub.instances),
+            )
+            task_status.started(hub)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("received %s: stopping the hub", signal.Signals(signum).name)
+                    break
+            await hub.shutdown()
+            nursery.cancel_scope.cancel()
+
+
+def _unlink_quietly(path: os.PathLike[str]) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def serve_hub(options: HubOptions) -> int:
+    """Entry point of ``si hub serve``: runs in the foreground; returns the exit code."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        trio.run(run_hub, options)
+    except SiError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"Error: cannot serve the hub: {exc}", file=sys.stderr)
+        return 1
+    return 0

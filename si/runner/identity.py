@@ -1,0 +1,49 @@
+"""Who a runner process is, in a form that survives pid reuse.
+
+A pid alone can be reused by an unrelated process after the runner dies; the pid together with
+the process start time (in clock ticks since boot) and the boot id cannot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of ``/proc/<pid>/stat``, or ``None`` when no such live process exists.
+
+    A zombie (exited, not yet reaped) counts as gone.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    pid: int
+    start_time: int
+    boot_id: str
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessIdentity | None:
+        start = process_start_time(pid)
+        return None if start is None else cls(pid, start, boot_id())
+
+    def is_alive(self) -> bool:
+        """True only if this exact process still runs (not a later one with the same pid)."""
+        return process_start_time(self.pid) == self.start_time and boot_id() == self.boot_id

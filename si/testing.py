@@ -1,0 +1,173 @@
+"""Helpers for testing against real hubs and runners: temporary hubs as processes, packages.
+
+Used by si's own tests and benchmarks, and usable by anyone testing sequences with si.
+
+Resource handling: a ``HubProcess`` owns its hub process; ``stop`` ends it, and
+``kill_runners`` ends every runner recorded under the home (proven by pid + start time first),
+so a test leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from si.paths import connectable_unix_path
+from si.runner.identity import ProcessIdentity
+
+# Generous: a cold interpreter on a loaded CI machine can take a second or two to import.
+READY_TIMEOUT = 20.0
+
+
+def make_package(files: dict[str, str | bytes], manifest: dict[str, Any] | None = None) -> bytes:
+    """A tar.gz sequence package built in memory; ``manifest`` becomes package.json."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        entries = dict(files)
+        if manifest is not None:
+            entries["package.json"] = json.dumps(manifest)
+        for name, content in entries.items():
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def python_package(source: str, **manifest: Any) -> bytes:
+    """A Python sequence package whose index.py is ``source``."""
+    body = {"name": "test-seq", "version": "1.0.0", "main": "index.py", "engines": {"python3": "3"}}
+    body.update(manifest)
+    return make_package({"index.py": source}, body)
+
+
+def unix_socket_answers(path: Path) -> bool:
+    target, dirfd = connectable_unix_path(path)
+    try:
+        with socket.socket(socket.AF_UNIX) as probe:
+            probe.settimeout(1)
+            probe.connect(target)
+            probe.sendall(b"GET /api/v1/version HTTP/1.1\r\nHost: si\r\nConnection: close\r\n\r\n")
+            return probe.recv(12).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+    finally:
+        if dirfd is not None:
+            os.close(dirfd)
+
+
+class HubProcess:
+    """``si hub serve`` on ``home`` as a child process."""
+
+    def __init__(self, home: Path, *extra_args: str) -> None:
+        self.home = home
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = home.parent / f"{home.name}-hub.log"
+
+    @property
+    def socket(self) -> Path:
+        return self.home / "hub.sock"
+
+    @property
+    def address(self) -> str:
+        return str(self.socket)
+
+    def start(self, *, wait: bool = True) -> HubProcess:
+        self.home.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "si", "hub", "serve", "--home", str(self.home)]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [*command, *self.extra_args], stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"hub exited with {self.process.returncode}: {self.log()}")
+            if unix_socket_answers(self.socket):
+                return
+            time.sleep(0.01)
+        raise TimeoutError(f"hub not ready after {timeout} s: {self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return None if process is None else process.returncode
+        process.send_signal(signum)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+
+    def crash(self) -> None:
+        """``kill -9`` the hub, as a crash would end it."""
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> HubProcess:
+        self.stop()
+        return self.start()
+
+    def runner_identities(self) -> dict[str, ProcessIdentity]:
+        found: dict[str, ProcessIdentity] = {}
+        instances = self.home / "instances"
+        if not instances.is_dir():
+            return found
+        for directory in instances.iterdir():
+            try:
+                record = json.loads((directory / "runner.json").read_text())
+                found[directory.name] = ProcessIdentity(
+                    int(record["pid"]), int(record["start_time"]), str(record["boot_id"])
+                )
+            except (OSError, ValueError, KeyError):
+                continue
+        return found
+
+    def kill_runners(self) -> None:
+        for identity in self.runner_identities().values():
+            try:
+                pidfd = os.pidfd_open(identity.pid)
+            except OSError:
+                continue
+            try:
+                if identity.is_alive():
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            finally:
+                os.close(pidfd)
+
+    def close(self) -> None:
+        self.stop()
+        self.kill_runners()
+
+
+@contextlib.contextmanager
+def running_hub(home: Path, *extra_args: str) -> Iterator[HubProcess]:
+    hub = HubProcess(home, *extra_args).start()
+    try:
+        yield hub
+    finally:
+        hub.close()

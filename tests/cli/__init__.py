@@ -1,0 +1,1 @@
+"""Tests of the si command line and its hub client."""
