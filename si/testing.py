@@ -147,8 +147,33 @@ class HubProcess:
                 continue
         return found
 
+    def keeper_identity(self) -> ProcessIdentity | None:
+        try:
+            record = json.loads((self.home / "keeper.json").read_text())
+            return ProcessIdentity(
+                int(record["pid"]), int(record["start_time"]), str(record["boot_id"])
+            )
+        except (OSError, ValueError, KeyError):
+            return None
+
     def kill_runners(self) -> None:
-        for identity in self.runner_identities().values():
+        """SIGKILL every runner of this home, then its keeper (each proven first).
+
+        The keeper goes last, once it has reaped the runners: orphans of a dead keeper would
+        be left to pid 1, which does not reap on every machine.
+        """
+        runners = list(self.runner_identities().values())
+        self._kill(runners)
+        deadline = time.monotonic() + 2.0
+        while any(Path(f"/proc/{r.pid}").exists() for r in runners) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        keeper = self.keeper_identity()
+        if keeper is not None:
+            self._kill([keeper])
+
+    @staticmethod
+    def _kill(identities: list[ProcessIdentity]) -> None:
+        for identity in identities:
             try:
                 pidfd = os.pidfd_open(identity.pid)
             except OSError:
@@ -171,3 +196,86 @@ def running_hub(home: Path, *extra_args: str) -> Iterator[HubProcess]:
         yield hub
     finally:
         hub.close()
+
+
+class FakeRunner:
+    """The runner's end of a link, in memory: for hub-side tests with no processes.
+
+    ``connector(nursery)`` gives a ``connect`` callable for ``RunnerLink``; each call makes a
+    fresh in-memory connection served by this runner's Link, so a test can cut connections
+    (``cut()``) and watch the link reconnect and replay.
+    """
+
+    def __init__(self, instance_id: str, token: bytes) -> None:
+        from si.protocol.frames import Channel
+        from si.protocol.link import DEFAULT_WINDOW, Link
+
+        self.link = Link(
+            "runner",
+            instance_id,
+            token,
+            outbound={Channel.OUTPUT: DEFAULT_WINDOW, Channel.MONITORING: DEFAULT_WINDOW},
+            inbound={
+                Channel.INPUT: DEFAULT_WINDOW,
+                Channel.STDIN: DEFAULT_WINDOW,
+                Channel.CONTROL: DEFAULT_WINDOW,
+            },
+        )
+        self.received: dict[int, bytearray] = {}
+        self.connections = 0
+        self._current: Any = None
+
+    def connector(self, nursery: Any) -> Any:
+        import trio.testing
+
+        async def connect() -> Any:
+            hub_end, runner_end = trio.testing.memory_stream_pair()
+            self.connections += 1
+            self._current = runner_end
+            nursery.start_soon(self._serve, runner_end)
+            return hub_end
+
+        return connect
+
+    async def _serve(self, stream: Any) -> None:
+        import trio
+
+        from si.protocol.link import Data, LinkError
+
+        link = self.link
+        link.connection_made(pid=0)
+        try:
+            await stream.send_all(link.data_to_send())
+            while True:
+                data = await stream.receive_some(65536)
+                if not data:
+                    break
+                for event in link.receive_data(data):
+                    if isinstance(event, Data):
+                        self.received.setdefault(event.channel, bytearray()).extend(event.data)
+                        link.consume(event.channel, len(event.data))
+                await self.flush(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, LinkError):
+            pass
+        finally:
+            if self._current is stream:
+                link.connection_lost()
+            await stream.aclose()
+
+    async def flush(self, stream: Any = None) -> None:
+        stream = stream or self._current
+        data = self.link.data_to_send()
+        if data and stream is not None:
+            await stream.send_all(data)
+
+    async def send(self, channel: int, data: bytes) -> None:
+        self.link.send(channel, data)
+        if self.link.established:
+            await self.flush()
+
+    async def cut(self) -> None:
+        """Break the current connection, as a crash of either side would."""
+        if self._current is not None:
+            stream, self._current = self._current, None
+            self.link.connection_lost()
+            await stream.aclose()

@@ -8,6 +8,7 @@ process itself, which lives in its own session and survives the hub.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import shutil
 import time
@@ -19,7 +20,7 @@ import trio
 from si.daemon.instance import KILL_GRACE, STOP, Instance
 from si.daemon.options import HubOptions
 from si.daemon.sequences import Sequence, load_sequences
-from si.daemon.spawn import bind_unix_listener, spawn_runner
+from si.daemon.spawn import Spawner, SpawnError
 from si.fsutil import read_json, write_json_atomic
 from si.paths import HubPaths
 from si.runner.identity import ProcessIdentity
@@ -28,6 +29,8 @@ log = logging.getLogger("si.hub")
 
 # A runner that has not loaded its sequence by then is reported as a failed start.
 START_TIMEOUT = 30.0
+# An adopted runner must answer its socket and prove the token within this; else it is lost.
+ADOPT_PROOF_TIMEOUT = 3.0
 # After a runner exits, how long its link may take to deliver what it wrote before exiting.
 LINK_DRAIN_TIMEOUT = 1.0
 
@@ -48,6 +51,7 @@ class Hub:
         self.sequences: dict[str, Sequence] = {}
         self.instances: dict[str, Instance] = {}
         self.started_at = time.time()
+        self.spawner = Spawner(paths.lock.parent)
         self._nursery: trio.Nursery | None = None
 
     @property
@@ -67,8 +71,17 @@ class Hub:
                 record = read_json(directory / "instance.json")
                 instance = Instance(directory, record, known_link=False)
             except Exception as exc:
-                log.warning("skipping instance %s: unreadable record (%s)", directory.name, exc)
-                continue
+                # Only this instance suffers: it is listed as lost, its runner left alone.
+                log.warning("instance %s: unreadable record (%s)", directory.name, exc)
+                instance = Instance(
+                    directory,
+                    {"id": directory.name, "sequence_id": "", "status": "lost"},
+                    known_link=False,
+                )
+                instance.terminated = {
+                    "exitcode": -1,
+                    "reason": f"Instance record unreadable: {exc}",
+                }
             self.instances[instance.id] = instance
             sequence = self.sequences.get(instance.sequence_id)
             if sequence is not None:
@@ -95,19 +108,24 @@ class Hub:
         except Exception as exc:
             self._mark_lost(instance, f"runner record unreadable: {exc}")
             return
-        if not instance.attach_process(identity, child=False):
-            if (instance.directory / "exit.json").exists():
+        if not instance.attach_process(identity):
+            ended = instance.directory / "exit.json", instance.directory / "wait.json"
+            if any(path.exists() for path in ended):
                 instance.exited = True
                 instance.collect_exit(None)  # it ended while no hub was watching
                 self._schedule_expiry(instance)
             else:
                 self._mark_lost(instance, "runner process is gone (or its pid was reused)")
             return
-        instance.make_link(token, socket_path)
+        instance.make_link(token, socket_path, prove_within=ADOPT_PROOF_TIMEOUT)
         self.nursery.start_soon(self._supervise, instance)
 
     def _mark_lost(self, instance: Instance, reason: str) -> None:
+        """Give up on a runner that could not be proven; it is never signalled."""
         log.warning("instance %s lost: %s", instance.id, reason)
+        if instance.pidfd is not None:
+            os.close(instance.pidfd)
+            instance.pidfd = None
         instance.exited = True
         instance.status = "lost"
         instance.terminated = {"exitcode": -1, "reason": f"Instance lost: {reason}"}
@@ -162,15 +180,12 @@ class Hub:
         )
         instance = Instance(directory, record, known_link=True)
         instance.save()
-        listener = bind_unix_listener(socket_path)
         try:
-            pid = spawn_runner(directory, listener)
-        except OSError as exc:
+            pid = await self.spawner.spawn(directory)
+        except SpawnError as exc:
             shutil.rmtree(directory, ignore_errors=True)
             raise ApiError(500, f"cannot start a runner: {exc}") from exc
-        finally:
-            listener.close()
-        instance.attach_child(pid)
+        instance.attach_spawned(pid)
         instance.make_link(token, str(socket_path))
         self.instances[instance_id] = instance
         sequence.instances.append(instance_id)
@@ -190,20 +205,29 @@ class Hub:
         raise ApiError(400, reason)
 
     async def _supervise(self, instance: Instance) -> None:
+        """Own one runner until it ends: its link, its exit, then the retention timer."""
         runner_link = instance.runner_link
         assert runner_link is not None
+        link_done = trio.Event()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_process, instance, nursery.cancel_scope)
-            await runner_link.run()
+
+            async def run_link() -> None:
+                await runner_link.run()
+                link_done.set()
+                if instance.unreachable is not None and not instance.exited:
+                    nursery.cancel_scope.cancel()  # never proven: stop watching, never signal
+
+            nursery.start_soon(run_link)
+            await instance.wait_process_exit()
+            # The link reads what the runner wrote before exiting, up to EOF; bound the wait.
+            with trio.move_on_after(LINK_DRAIN_TIMEOUT):
+                await link_done.wait()
             nursery.cancel_scope.cancel()
+        if instance.unreachable is not None and not instance.exited:
+            self._mark_lost(instance, instance.unreachable)
+            return
         instance.collect_exit(instance.wait_code)
         self._schedule_expiry(instance)
-
-    async def _watch_process(self, instance: Instance, link_scope: trio.CancelScope) -> None:
-        await instance.wait_process_exit()
-        # The link now reads what the runner wrote before exiting, up to EOF; bound the wait.
-        await trio.sleep(LINK_DRAIN_TIMEOUT)
-        link_scope.cancel()
 
     def _schedule_expiry(self, instance: Instance) -> None:
         self.nursery.start_soon(self._expire, instance)

@@ -57,6 +57,8 @@ EXIT_MEANINGS: dict[int, tuple[str, str]] = {
 }
 # After KILL, how long the runner gets to exit by itself before it is SIGKILLed.
 KILL_GRACE = 5.0
+# How long to wait for the keeper's record of a runner's exit status once the runner is gone.
+WAIT_STATUS_TIMEOUT = 0.5
 
 LIVE_STATUSES = ("starting", "running", "stopping", "killing")
 
@@ -91,7 +93,6 @@ class Instance:
         self.health: Any = None
         self.identity: ProcessIdentity | None = None
         self.pidfd: int | None = None
-        self.is_child = False
         self.token: str = record.get("token", "")
         self.output = OutputPipe(self._output_consumed)
         self.ready = trio.Event()
@@ -99,6 +100,7 @@ class Instance:
         self.exited = False
         self.wait_code: int | None = None
         self.remove_immediately = False
+        self.unreachable: str | None = None  # why an adopted runner could not be proven
         self.keepalive_since_stop = False
         self.link: Link | None = None
         self.runner_link: RunnerLink | None = None
@@ -155,14 +157,18 @@ class Instance:
 
     # -- process ---------------------------------------------------------------------------
 
-    def attach_child(self, pid: int) -> None:
-        """Watch a runner this hub just spawned (our child: its pid cannot be reused yet)."""
-        self.pidfd = os.pidfd_open(pid)
-        self.pid = pid
-        self.is_child = True
-        self.identity = ProcessIdentity.of(pid)
+    def attach_spawned(self, pid: int) -> None:
+        """Watch a runner the keeper just started for us.
 
-    def attach_process(self, identity: ProcessIdentity, *, child: bool) -> bool:
+        It may already have exited (a sequence that fails at once); then the pidfd cannot be
+        had and the exit is collected from the files the runner and keeper leave.
+        """
+        self.pid = pid
+        identity = ProcessIdentity.of(pid)
+        if identity is None or not self.attach_process(identity):
+            self.exited = True
+
+    def attach_process(self, identity: ProcessIdentity) -> bool:
         """Hold a pidfd on an adopted runner; False if that process is no longer the runner."""
         try:
             pidfd = os.pidfd_open(identity.pid)
@@ -175,10 +181,11 @@ class Instance:
         self.identity = identity
         self.pidfd = pidfd
         self.pid = identity.pid
-        self.is_child = child
         return True
 
-    def make_link(self, token: str, socket_path: str) -> RunnerLink:
+    def make_link(
+        self, token: str, socket_path: str, *, prove_within: float | None = None
+    ) -> RunnerLink:
         self.link = Link(
             "hub",
             self.id,
@@ -191,11 +198,14 @@ class Instance:
             inbound={Channel.OUTPUT: DEFAULT_WINDOW, Channel.MONITORING: DEFAULT_WINDOW},
             known=self._known_link,
         )
-        self.runner_link = RunnerLink(self, self.link, socket_path)
+        self.runner_link = RunnerLink(self, self.link, socket_path, prove_within=prove_within)
         return self.runner_link
 
     def runner_alive(self) -> bool:
-        return not self.exited
+        return not self.exited and self.unreachable is None
+
+    def on_unreachable(self, reason: str) -> None:
+        self.unreachable = reason
 
     def signal(self, signum: int) -> None:
         if self.pidfd is not None and not self.exited:
@@ -205,19 +215,28 @@ class Instance:
                 pass
 
     async def wait_process_exit(self) -> None:
-        """Wait for the runner process to end; reap it if it is our child."""
-        assert self.pidfd is not None
-        await trio.lowlevel.wait_readable(self.pidfd)
-        if self.is_child and self.pid is not None:
-            try:
-                _, status = os.waitpid(self.pid, os.WNOHANG)  # noqa: ASYNC222 (exited: no wait)
-                code = os.waitstatus_to_exitcode(status)
-                self.wait_code = 128 - code if code < 0 else code  # signals as the shell shows them
-            except ChildProcessError:
-                pass
-        os.close(self.pidfd)
-        self.pidfd = None
+        """Wait for the runner process to end (the keeper, its parent, reaps it)."""
+        if self.pidfd is not None:
+            await trio.lowlevel.wait_readable(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = None
         self.exited = True
+        # The runner writes exit.json as it exits; the keeper writes wait.json once it reaped
+        # the runner, which may be a moment after the pidfd said it ended.
+        with trio.move_on_after(WAIT_STATUS_TIMEOUT):
+            while not (self.directory / "exit.json").exists():
+                wait = self._read_wait_status()
+                if wait is not None:
+                    self.wait_code = wait
+                    break
+                await trio.sleep(0.01)
+
+    def _read_wait_status(self) -> int | None:
+        try:
+            code = read_json(self.directory / "wait.json").get("code")
+        except (OSError, ValueError):
+            return None
+        return code if isinstance(code, int) else None
 
     def collect_exit(self, wait_code: int | None) -> None:
         """Record how the runner ended: its exit.json when it wrote one, else its wait status."""
@@ -226,17 +245,18 @@ class Instance:
             exit_info = read_json(self.directory / "exit.json")
         except (OSError, ValueError):
             pass
+        if wait_code is None:
+            wait_code = self._read_wait_status()
         code = exit_info.get("code", wait_code)
-        if wait_code is not None and wait_code >= 128 and code != wait_code and not exit_info:
-            code = wait_code
         self._recover_output(exit_info.get("output"))
         if code is None:
             status, reason, code = "errored", "Runner died; its exit status is unknown", -1
+        elif not exit_info and code > 128:
+            # Killed from outside (the runner records its own stop and kill in exit.json).
+            status, reason = "errored", f"Runner killed by signal {code - 128}"
         else:
             status, reason = EXIT_MEANINGS.get(code, ("errored", "Runner failed"))
             reason = exit_info.get("reason") or reason
-            if wait_code is not None and wait_code > 128 and not exit_info:
-                reason = f"Runner killed by signal {wait_code - 128}"
         self.terminated = {"exitcode": code, "reason": reason}
         self.ended = time.time()
         self.status = status

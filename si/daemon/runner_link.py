@@ -15,6 +15,7 @@ import errno
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import trio
@@ -52,6 +53,7 @@ class LinkOwner(Protocol):
     def on_monitoring(self, message: Any) -> None: ...
     def on_message(self, message: Any) -> None: ...
     def runner_alive(self) -> bool: ...
+    def on_unreachable(self, reason: str) -> None: ...
 
 
 async def connect_unix(path: str) -> trio.SocketStream:
@@ -63,19 +65,46 @@ async def connect_unix(path: str) -> trio.SocketStream:
             os.close(dirfd)
 
 
+Connect = Callable[[], Awaitable[trio.abc.Stream]]
+
+
 class RunnerLink:
-    def __init__(self, owner: LinkOwner, link: Link, socket_path: str) -> None:
+    """Args:
+    owner: receives what arrives (the hub's Instance).
+    link: the protocol state; it outlives connections.
+    socket_path: the runner's socket, dialled unless ``connect`` is given.
+    connect: how to reach the runner (tests pass in-memory streams).
+    prove_within: for a runner being adopted: if no handshake succeeds within this many
+        seconds, or the runner fails to prove the token, ``owner.on_unreachable`` is called
+        and the link gives up. ``None`` keeps trying while the runner lives.
+    handshake_timeout: how long one connection may take to complete its handshake.
+    """
+
+    def __init__(
+        self,
+        owner: LinkOwner,
+        link: Link,
+        socket_path: str,
+        *,
+        connect: Connect | None = None,
+        prove_within: float | None = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    ) -> None:
         self.owner = owner
         self.link = link
         self.socket_path = socket_path
-        self._stream: trio.SocketStream | None = None
+        self._connect: Connect = connect or (lambda: connect_unix(socket_path))
+        self.prove_within = prove_within
+        self.handshake_timeout = handshake_timeout
+        self.proven = False
+        self._stream: trio.abc.Stream | None = None
         self._dirty = trio.Event()
         self._window_changed = trio.Event()
         self._requested = 0  # bumped by every flush(); the writer records what it has sent
         self._sent_generation = 0
         self._flushed = trio.Event()
         self.connected = trio.Event()
-        self.failures = 0
+        self.dials = 0
 
     # -- used by the hub -------------------------------------------------------------------
 
@@ -119,49 +148,50 @@ class RunnerLink:
 
     # -- the connection loop ---------------------------------------------------------------
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep a connection to the runner while it lives. Returns when the runner is gone."""
-        started = False
+    async def run(self) -> None:
+        """Keep a connection to the runner while it lives. Returns when the runner is gone,
+        or (adoption) when it could not be proven within ``prove_within`` seconds."""
         delay = RETRY_FIRST
+        deadline = None if self.prove_within is None else trio.current_time() + self.prove_within
         while self.owner.runner_alive():
+            if not self.proven and deadline is not None and trio.current_time() >= deadline:
+                self.owner.on_unreachable("its socket did not answer with a valid handshake")
+                return
+            self.dials += 1
             try:
-                stream = await connect_unix(self.socket_path)
+                stream = await self._connect()
             except OSError as exc:
                 if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT, errno.EAGAIN):
                     log.debug("dial %s: %s", self.socket_path, exc)
-                self.failures += 1
                 await trio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
-            if not started:
-                task_status.started()
-                started = True
-            delay = RETRY_FIRST
-            await self._serve_connection(stream)
-        if not started:
-            task_status.started()
+            refused = await self._serve_connection(stream)
+            if refused is not None and not self.proven and deadline is not None:
+                self.owner.on_unreachable(refused)
+                return
+            if self.proven:
+                delay = RETRY_FIRST
+            else:
+                await trio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
 
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+    async def _serve_connection(self, stream: trio.abc.Stream) -> str | None:
+        """Pump one connection until it ends; returns why the peer was refused, if it was."""
         self._stream = stream
         self.link.connection_made()
+        refused: str | None = None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer)
                 self.flush()
-                with trio.move_on_after(HANDSHAKE_TIMEOUT) as handshake:
-                    while not self.link.established:
-                        if not await self._receive_once(stream):
-                            nursery.cancel_scope.cancel()
-                            return
-                if handshake.cancelled_caught:
-                    log.warning("runner at %s did not complete the handshake", self.socket_path)
-                    nursery.cancel_scope.cancel()
-                    return
-                while await self._receive_once(stream):
-                    pass
+                try:
+                    refused = await self._pump(stream)
+                except LinkError as exc:
+                    # The nursery would wrap it in a group: handle it here, in the body.
+                    log.warning("link to %s broken: %s", self.socket_path, exc)
+                    refused = None if self.link.established else str(exc)
                 nursery.cancel_scope.cancel()
-        except LinkError as exc:
-            log.warning("link to %s broken: %s", self.socket_path, exc)
         finally:
             self._stream = None
             self.link.connection_lost()
@@ -170,15 +200,29 @@ class RunnerLink:
             self._flushed = trio.Event()
             with trio.CancelScope(shield=True):
                 await stream.aclose()
+        return refused
 
-    async def _receive_once(self, stream: trio.SocketStream) -> bool:
+    async def _pump(self, stream: trio.abc.Stream) -> str | None:
+        with trio.move_on_after(self.handshake_timeout) as handshake:
+            while not self.link.established:
+                if not await self._receive_once(stream):
+                    return None
+        if handshake.cancelled_caught:
+            log.warning("runner at %s did not complete the handshake", self.socket_path)
+            return "it did not complete the handshake"
+        self.proven = True
+        while await self._receive_once(stream):
+            pass
+        return None
+
+    async def _receive_once(self, stream: trio.abc.Stream) -> bool:
         try:
             data = await stream.receive_some(RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return False
         if not data:
             return False
-        self._dispatch(self.link.receive_data(data))
+        self._dispatch(self.link.receive_data(bytes(data)))
         self.flush()
         return True
 

@@ -1,0 +1,235 @@
+"""The keeper: one small long-lived process per hub home that starts and reaps runners.
+
+Why a keeper, rather than the hub spawning runners itself:
+
+- **Start latency and memory.** The keeper has the Python runner imported already; starting an
+  instance is a ``fork`` (a few milliseconds) instead of an interpreter start and its imports,
+  and the runners share the keeper's pages copy-on-write.
+- **Reaping.** Runners must outlive the hub. A runner whose parent (the hub) died is re-parented
+  to pid 1, and not every pid 1 reaps orphans (this project's CI machines do not): exited runners
+  would stay zombies. The keeper is the runners' parent and a child subreaper, so it reaps every
+  runner and every orphan a sequence leaves behind, whatever happens to the hub.
+- **Exit status.** Only a parent learns how a child ended. The keeper writes it to
+  ``<instance dir>/wait.json``, so a restarted hub knows that a runner was SIGKILLed.
+
+Requests arrive on ``<home>/keeper.sock`` (mode 0600), one JSON object per line, each answered
+with one line:
+
+    {"spawn": "<instance dir>"}                    -> {"pid": N}  fork a Python runner
+    {"spawn": "<instance dir>", "argv": [...]}     -> {"pid": N}  exec another runner (Node.js)
+    {"ping": true}                                 -> {"pid": <keeper pid>}
+
+Either way the child gets its own session, fd 0 = /dev/null, fd 1/2 = the instance's stdout and
+stderr files, fd 3 = the runner's listening socket (bound by the keeper at
+``<instance dir>/runner.sock`` before it answers, so the hub can dial at once).
+
+The keeper is single-threaded and runs no event loop (fork safety); it exits once it has had no
+children and no requests for ``IDLE_EXIT`` seconds. Its lifetime is tied to nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# Imported here, before any fork, so every runner starts with it in memory (the point).
+import si.runner.process as runner_process
+from si.fsutil import write_json_atomic
+from si.paths import connectable_unix_path
+from si.runner.identity import ProcessIdentity
+
+# An idle keeper costs a little memory; a new one costs the next start ~0.2 s. Five minutes
+# without children or requests is a fair point to give the memory back.
+IDLE_EXIT = 300.0
+# How often an idle keeper looks whether its home still exists.
+HOME_CHECK_INTERVAL = 5.0
+PR_SET_CHILD_SUBREAPER = 36
+MAX_REQUEST = 64 * 1024
+
+
+def bind_listener(path: Path) -> socket.socket:
+    """A listening Unix socket at ``path`` (reached through /proc when the path is long)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    target, dirfd = connectable_unix_path(path)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+        listener.bind(target)
+    finally:
+        if dirfd is not None:
+            os.close(dirfd)
+    listener.listen(64)
+    return listener
+
+
+def _child_stdio(instance_dir: Path, listener: socket.socket) -> None:
+    """In the forked child: detach and put the runner's descriptors in place."""
+    os.setsid()
+    append = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    targets = [
+        os.open(os.devnull, os.O_RDONLY),
+        os.open(instance_dir / "stdout", append, 0o600),
+        os.open(instance_dir / "stderr", append, 0o600),
+        os.dup(listener.fileno()),
+    ]
+    for number, fd in enumerate(targets):
+        os.dup2(fd, number)  # dup2 makes the target inheritable, as exec needs
+    for fd in targets:
+        if fd > 3:
+            os.close(fd)
+    os.closerange(4, 1 << 16)  # the keeper's own sockets must not leak into runners
+
+
+class Keeper:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.children: dict[int, Path] = {}
+        self.last_activity = time.monotonic()
+        self.selector = selectors.DefaultSelector()
+
+    # -- spawning --------------------------------------------------------------------------
+
+    def spawn(self, instance_dir: Path, argv: list[str] | None) -> int:
+        listener = bind_listener(instance_dir / "runner.sock")
+        try:
+            pid = os.fork()
+            if pid == 0:  # the runner
+                try:
+                    _child_stdio(instance_dir, listener)
+                    signal.set_wakeup_fd(-1)
+                    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+                        signal.signal(signum, signal.SIG_DFL)
+                    if argv:
+                        os.execvp(argv[0], argv)
+                    runner_process.main(["runner", str(instance_dir)])
+                finally:
+                    os._exit(70)  # exec or the runner failed before it could record anything
+        finally:
+            listener.close()
+        self.children[pid] = instance_dir
+        return pid
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            instance_dir = self.children.pop(pid, None)
+            if instance_dir is None:
+                continue  # an orphan a sequence left behind; reaping it is all we owe it
+            code = os.waitstatus_to_exitcode(status)
+            code = 128 - code if code < 0 else code  # killed by a signal: the shell's convention
+            with contextlib.suppress(OSError):
+                write_json_atomic(instance_dir / "wait.json", {"pid": pid, "code": code})
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def handle(self, request: Any) -> dict[str, Any]:
+        if not isinstance(request, dict):
+            return {"error": "a request is a JSON object"}
+        if request.get("ping"):
+            return {"pid": os.getpid()}
+        target = request.get("spawn")
+        argv = request.get("argv")
+        if not isinstance(target, str) or not (argv is None or isinstance(argv, list)):
+            return {"error": "unknown request"}
+        instance_dir = Path(target)
+        if not (instance_dir / "spawn.json").is_file():
+            return {"error": f"{instance_dir} has no spawn.json"}
+        try:
+            return {"pid": self.spawn(instance_dir, argv)}
+        except OSError as exc:
+            return {"error": f"cannot start the runner: {exc}"}
+
+    def serve_client(self, client: socket.socket) -> None:
+        client.settimeout(5)
+        with client:
+            buffer = b""
+            try:
+                while b"\n" not in buffer and len(buffer) < MAX_REQUEST:
+                    data = client.recv(4096)
+                    if not data:
+                        return
+                    buffer += data
+                request = json.loads(buffer.split(b"\n", 1)[0])
+            except (OSError, ValueError):
+                return
+            reply = self.handle(request)
+            with contextlib.suppress(OSError):
+                client.sendall(json.dumps(reply).encode() + b"\n")
+
+    def run(self, listener: socket.socket) -> None:
+        wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_write)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.selector.register(listener, selectors.EVENT_READ, "accept")
+        self.selector.register(wake_read, selectors.EVENT_READ, "signal")
+        while True:
+            idle_for = time.monotonic() - self.last_activity
+            if not self.children and (idle_for >= IDLE_EXIT or not self.home.exists()):
+                return
+            # Wake at least every few seconds to notice a removed home (a finished test hub).
+            for key, _ in self.selector.select(timeout=HOME_CHECK_INTERVAL):
+                if key.data == "signal":
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake_read, 4096)
+                    self.reap()
+                else:
+                    try:
+                        client, _ = listener.accept()
+                    except OSError:
+                        continue
+                    self.last_activity = time.monotonic()
+                    self.serve_client(client)
+            self.reap()  # signals can coalesce: a pass after every wake-up costs little
+
+
+def become_subreaper() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: orphans then go to pid 1, as they would without a keeper
+
+
+def main(argv: list[str]) -> int:
+    home = Path(argv[1]).absolute()
+    lock_fd = os.open(home / "keeper.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return 0  # another keeper serves this home already
+        raise
+    become_subreaper()
+    old_umask = os.umask(0o177)
+    try:
+        listener = bind_listener(home / "keeper.sock")
+    finally:
+        os.umask(old_umask)
+    identity = ProcessIdentity.of(os.getpid())
+    if identity is not None:
+        write_json_atomic(
+            home / "keeper.json",
+            {"pid": identity.pid, "start_time": identity.start_time, "boot_id": identity.boot_id},
+        )
+    Keeper(home).run(listener)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,322 @@
+"""Runner reconnect: instances outlive the hub, and every stream resumes with nothing lost.
+
+Real hubs, real runners, real kill -9. Sizes are small enough for CI; bench/reconnect.py
+runs the large numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from si.client import HubClient, HubError
+from si.runner.identity import ProcessIdentity
+from si.testing import HubProcess, python_package
+
+pytestmark = pytest.mark.system
+
+COUNTER = """
+import asyncio
+
+async def run(context, input, length, delay):
+    for n in range(int(length)):
+        yield n
+        if float(delay):
+            await asyncio.sleep(float(delay))
+"""
+
+PASSTHROUGH = "def run(context, input, *args):\n    return input\n"
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+class Follower(threading.Thread):
+    """Reads one instance's output with the client's follow mode, across hub restarts."""
+
+    def __init__(self, address: str, instance: str) -> None:
+        super().__init__(daemon=True)
+        self.client = HubClient(address, follow_timeout=30)
+        self.instance = instance
+        self.data = bytearray()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for chunk in self.client.stream(f"instance/{self.instance}/output", follow=True):
+                self.data += chunk
+        except BaseException as exc:
+            self.error = exc
+
+    def numbers(self) -> list[int]:
+        return [int(n) for n in self.data.split()]
+
+
+def zombies(hub: HubProcess) -> list[str]:
+    """Unreaped processes whose parent is this home's hub or keeper.
+
+    (Orphans of earlier tests' killed keepers go to pid 1, which on these machines does not
+    reap: they are not ours to count.)
+    """
+    keeper = hub.keeper_identity()
+    parents = {str(p) for p in (hub.process.pid if hub.process else 0, keeper.pid if keeper else 0)}
+    listing = subprocess.run(["ps", "-eo", "stat=,ppid=,pid=,cmd="], capture_output=True, text=True)
+    return [
+        line
+        for line in listing.stdout.splitlines()
+        if line.startswith("Z") and line.split()[1] in parents
+    ]
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def start_counters(client: HubClient, count: int, *, length: int, delays: list[str]) -> list[str]:
+    sequence = client.send_sequence(python_package(COUNTER))["id"]
+    instances = []
+    for n in range(count):
+        delay = delays[n % len(delays)]
+        instances.append(
+            client.start_sequence(sequence, {"args": [str(length), delay], "appConfig": {"n": n}})[
+                "id"
+            ]
+        )
+    return instances
+
+
+@pytest.mark.parametrize("stop", ["crash", "sigterm"])
+def test_restart_readopts_every_instance_and_streams_lose_nothing(
+    hub: HubProcess, stop: str
+) -> None:
+    client = HubClient(hub.address)
+    # Half write as fast as they can, half at about 200 lines/s.
+    instances = start_counters(client, 6, length=1500, delays=["0", "0.005"])
+    before = hub.runner_identities()
+    followers = [Follower(hub.address, i) for i in instances]
+    for follower in followers:
+        follower.start()
+    wait_for(lambda: all(len(f.data) > 0 for f in followers))
+    if stop == "crash":
+        hub.crash()
+    else:
+        assert hub.stop(signal.SIGTERM) == 0
+    time.sleep(0.5)
+    hub.start()
+    ready = time.monotonic()
+    listed = wait_for(
+        lambda: [
+            i
+            for i in HubClient(hub.address).list_instances()
+            if i["status"] in ("running", "completed")
+        ],
+        timeout=2.0,
+    )
+    adopted_in = time.monotonic() - ready
+    assert adopted_in < 2.0
+    by_id = {i["id"]: i for i in HubClient(hub.address).list_instances()}
+    assert set(by_id) == set(instances)
+    for n, instance in enumerate(instances):
+        assert by_id[instance]["appConfig"] == {"n": n}
+        assert by_id[instance]["args"] == ["1500", ["0", "0.005"][n % 2]]
+        assert by_id[instance]["sequence"]["id"]
+    assert listed
+    for follower in followers:
+        follower.join(60)
+        assert not follower.is_alive()
+        assert follower.error is None, follower.error
+        assert follower.numbers() == list(range(1500))
+    after = hub.runner_identities()
+    assert after == before  # the same runner processes: re-adopted, never restarted
+
+
+def test_restart_storm_keeps_runners_and_leaves_no_zombies_or_fds(hub: HubProcess) -> None:
+    client = HubClient(hub.address)
+    instances = start_counters(client, 3, length=100000, delays=["0.01"])
+    identities = hub.runner_identities()
+    assert hub.process is not None
+    baseline_fds = open_fds(hub.process.pid)
+    followers = [Follower(hub.address, i) for i in instances]
+    for follower in followers:
+        follower.start()
+    for _ in range(10):
+        time.sleep(1.0)
+        hub.crash()
+        hub.start()
+    wait_for(lambda: all(i["status"] == "running" for i in HubClient(hub.address).list_instances()))
+    time.sleep(0.5)
+    assert all(identity.is_alive() for identity in identities.values())
+    assert hub.runner_identities() == identities
+    assert zombies(hub) == []
+    assert abs(open_fds(hub.process.pid) - baseline_fds) <= 3
+    client = HubClient(hub.address)
+    for instance in instances:
+        client.kill_instance(instance)
+    for follower in followers:
+        follower.join(30)
+        assert follower.error is None, follower.error
+        numbers = follower.numbers()
+        assert numbers == list(range(len(numbers)))  # contiguous: no gap, no repeat
+        assert len(numbers) > 100
+
+
+def test_output_waits_in_bounded_buffers_while_the_hub_is_away(hub: HubProcess) -> None:
+    client = HubClient(hub.address)
+    [instance] = start_counters(client, 1, length=10_000_000, delays=["0"])
+    runner = hub.runner_identities()[instance]
+    hub.crash()
+    time.sleep(1.0)
+    rss_mib = _rss_kib(runner.pid) / 1024
+    time.sleep(1.0)
+    assert _rss_kib(runner.pid) / 1024 - rss_mib < 5  # the generator is paused, not buffering
+    assert rss_mib < 64
+    hub.start()
+    follower = Follower(hub.address, instance)
+    follower.start()
+    wait_for(lambda: len(follower.data) > 4_000_000, timeout=30)
+    HubClient(hub.address).kill_instance(instance)
+    follower.join(30)
+    numbers = follower.numbers()
+    assert numbers == list(range(len(numbers)))
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("restart_hub", [False, True])
+def test_runner_death_is_seen_within_a_second(hub: HubProcess, restart_hub: bool) -> None:
+    client = HubClient(hub.address)
+    [instance] = start_counters(client, 1, length=100000, delays=["0.01"])
+    runner = hub.runner_identities()[instance]
+    if restart_hub:
+        hub.restart()
+        client = HubClient(hub.address)
+        wait_for(lambda: client.get_instance(instance)["status"] == "running")
+    os.kill(runner.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    info = wait_for(
+        lambda: (i := client.get_instance(instance))["status"] != "running" and i, timeout=5
+    )
+    assert time.monotonic() - killed < 1.0
+    assert info["status"] == "errored"
+    assert info["terminated"] == {"exitcode": 137, "reason": "Runner killed by signal 9"}
+    assert zombies(hub) == []
+
+
+def test_input_sent_before_and_after_a_restart_arrives_complete_and_in_order(
+    hub: HubProcess,
+) -> None:
+    client = HubClient(hub.address)
+    sequence = client.send_sequence(python_package(PASSTHROUGH))["id"]
+    instance = client.start_sequence(sequence, {})["id"]
+    follower = Follower(hub.address, instance)
+    follower.start()
+    lines = [f"{n}\n".encode() for n in range(20000)]
+    client.send_input(instance, iter(lines[:10000]), content_type="text/plain", end=False)
+    hub.crash()
+    hub.start()
+    client = HubClient(hub.address)
+    wait_for(lambda: client.get_instance(instance)["status"] == "running")
+    client.send_input(instance, iter(lines[10000:]), content_type="text/plain", end=True)
+    follower.join(30)
+    assert follower.error is None, follower.error
+    assert follower.numbers() == list(range(20000))
+
+
+def test_an_upload_cut_by_a_hub_crash_fails_for_its_client(hub: HubProcess) -> None:
+    client = HubClient(hub.address)
+    sequence = client.send_sequence(python_package(PASSTHROUGH))["id"]
+    instance = client.start_sequence(sequence, {})["id"]
+
+    def slow_body():
+        for n in range(100):
+            yield f"{n}\n".encode()
+            time.sleep(0.02)
+            if n == 20:
+                hub.crash()
+
+    with pytest.raises(HubError):
+        client.send_input(instance, slow_body(), content_type="text/plain", end=False)
+
+
+def test_a_reused_pid_or_wrong_socket_marks_the_instance_lost_and_is_never_signalled(
+    hub: HubProcess,
+) -> None:
+    client = HubClient(hub.address)
+    [instance] = start_counters(client, 1, length=100000, delays=["0.01"])
+    hub.stop()
+    hub.kill_runners()  # the runner is gone; its records stay, but not how it ended
+    for name in ("wait.json", "exit.json"):
+        (hub.home / "instances" / instance / name).unlink(missing_ok=True)
+    sleeper = subprocess.Popen(["sleep", "600"])
+    try:
+        identity = ProcessIdentity.of(sleeper.pid)
+        assert identity is not None
+        runner_json = hub.home / "instances" / instance / "runner.json"
+        body = json.loads(runner_json.read_text())
+        # Case 1: the right pid of a live process with the wrong start time (pid reuse).
+        body.update(pid=sleeper.pid, start_time=identity.start_time + 1)
+        runner_json.write_text(json.dumps(body))
+        started = time.monotonic()
+        hub.start()
+        info = HubClient(hub.address).get_instance(instance)
+        assert info["status"] == "lost"
+        assert time.monotonic() - started < 5
+        assert sleeper.poll() is None
+        # Case 2: the right pid and start time, but no runner socket behind it.
+        hub.stop()
+        instance_json = hub.home / "instances" / instance / "instance.json"
+        state = json.loads(instance_json.read_text())
+        state.update(status="running", terminated=None, ended=None)
+        instance_json.write_text(json.dumps(state))
+        body.update(start_time=identity.start_time)
+        runner_json.write_text(json.dumps(body))
+        hub.start()
+        wait_for(
+            lambda: HubClient(hub.address).get_instance(instance)["status"] == "lost", timeout=6
+        )
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_corrupt_instance_record_affects_only_that_instance(hub: HubProcess) -> None:
+    client = HubClient(hub.address)
+    good, bad = start_counters(client, 2, length=100000, delays=["0.01"])
+    hub.stop()
+    (hub.home / "instances" / bad / "instance.json").write_text("{ not json")
+    hub.start()
+    client = HubClient(hub.address)
+    assert client.get_instance(good)["status"] == "running"
+    assert client.get_instance(bad)["status"] == "lost"
+
+
+def test_kill_on_exit_ends_instances_with_the_hub(home: Path) -> None:
+    hub = HubProcess(home, "--kill-on-exit").start()
+    try:
+        client = HubClient(hub.address)
+        [instance] = start_counters(client, 1, length=100000, delays=["0.01"])
+        runner = hub.runner_identities()[instance]
+        assert hub.stop(signal.SIGTERM) == 0
+        wait_for(lambda: not runner.is_alive(), timeout=5)
+    finally:
+        hub.close()
