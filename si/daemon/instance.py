@@ -121,6 +121,8 @@ class Instance:
             "status": self.status,
             "terminated": self.terminated,
             "pid": self.pid,
+            # si's addition: whether the hub holds a live link to the runner right now.
+            "connected": self.live and self.link is not None and self.link.established,
         }
         for key in ("inputTopic", "outputTopic"):
             if self.start_payload.get(key):
