@@ -23,7 +23,10 @@ SOURCE = "def run(context, input, *args):\n    return ['ready\\n']\n"
 
 
 def measure(starts: int) -> list[float]:
-    with tempfile.TemporaryDirectory(prefix="si-bench-") as tmp, running_hub(Path(tmp) / "home") as hub:
+    with (
+        tempfile.TemporaryDirectory(prefix="si-bench-") as tmp,
+        running_hub(Path(tmp) / "home") as hub,
+    ):
         client = HubClient(hub.address)
         sequence = client.send_sequence(python_package(SOURCE))["id"]
         timings: list[float] = []
@@ -54,8 +57,10 @@ def main() -> None:
     if options.json:
         print(json.dumps(figures))
     else:
-        print(f"{figures['figure']}: median {figures['median']}  min {figures['min']}  "
-              f"max {figures['max']}  over {figures['starts']} starts  (target <= 20)")
+        print(
+            f"{figures['figure']}: median {figures['median']}  min {figures['min']}  "
+            f"max {figures['max']}  over {figures['starts']} starts  (target <= 20)"
+        )
     sys.stdout.flush()
 
 

@@ -87,7 +87,8 @@ class HubProcess:
 
     def start(self, *, wait: bool = True) -> HubProcess:
         self.home.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "si", "hub", "serve", "--home", str(self.home)]
+        # The daemon's own entry point: the hub of `si hub serve`, without the CLI's imports.
+        command = [sys.executable, "-m", "si.daemon", "--home", str(self.home)]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [*command, *self.extra_args], stdin=subprocess.DEVNULL, stdout=log, stderr=log

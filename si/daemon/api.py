@@ -20,11 +20,12 @@ import trio
 import si
 from si.daemon.http import BodyError, Request, Response
 from si.daemon.hub import ApiError, Hub
-from si.daemon.instance import Instance
+from si.daemon.instance import EVENT, Instance
 from si.daemon.sequences import NEW_PREFIX, Sequence, remove_sequence, store_upload
 from si.errors import PackageError
 from si.package.unpack import MAX_PACKAGE_BYTES
 from si.protocol.frames import Channel
+from si.segments import list_segments, offset_of_last_lines, read_from
 
 log = logging.getLogger("si.hub.api")
 
@@ -34,6 +35,11 @@ MAX_JSON_BODY = 1 << 20
 INSTANCE_ID_LENGTH = 36
 # How long an input request waits for an adopted runner's link before giving up.
 CONNECT_TIMEOUT = 5.0
+# Followers of stdout, stderr and log poll their file: quickly while it grows, then backing off
+# to a fifth of a second while it is idle.
+FILE_POLL_FIRST = 0.01
+FILE_POLL_MAX = 0.2
+FILE_READ_SIZE = 256 * 1024
 
 RouteHandler = Callable[[Request, Response], Awaitable[None]]
 
@@ -55,6 +61,12 @@ class Api:
             route("GET", "/instance/(?P<id>[^/]+)/?", self.get_instance),
             route("GET", "/instance/(?P<id>[^/]+)/output", self.instance_output),
             route("POST", "/instance/(?P<id>[^/]+)/input", self.instance_input),
+            route("GET", "/instance/(?P<id>[^/]+)/(?P<stream>stdout|stderr|log)", self.file_stream),
+            route("GET", "/instance/(?P<id>[^/]+)/health", self.instance_health),
+            route("POST", "/instance/(?P<id>[^/]+)/_event", self.post_event),
+            route("GET", "/instance/(?P<id>[^/]+)/event/(?P<name>[^/]+)", self.get_event),
+            route("GET", "/instance/(?P<id>[^/]+)/once/(?P<name>[^/]+)", self.once_event),
+            route("GET", "/instance/(?P<id>[^/]+)/events/(?P<name>[^/]+)", self.event_stream),
             route("POST", "/instance/(?P<id>[^/]+)/_kill", self.kill_instance),
             route("POST", "/instance/(?P<id>[^/]+)/_stop", self.stop_instance),
         ]
@@ -270,6 +282,97 @@ class Api:
             await response.end()
         finally:
             pipe.detach(reader)
+
+    async def file_stream(self, request: Request, response: Response) -> None:
+        """stdout, stderr and log: the retained history, then new bytes as they are written.
+
+        Unlike STH's pipes these are files, so a late reader sees what came before (STH
+        #127) and a follower resumes at its offset after a hub restart. ``?tail=N`` starts at
+        the last N lines.
+        """
+        instance = self._instance(request)
+        self._check_accept(request, "application/octet-stream")
+        path = instance.directory / request.params["stream"]
+        offset_header = request.header("x-si-offset")
+        tail = request.query.get("tail")
+        try:
+            if offset_header:
+                position = int(offset_header)
+            elif tail is not None:
+                position = offset_of_last_lines(path, int(tail))
+            else:
+                position = 0
+        except ValueError:
+            raise ApiError(400, "x-si-offset and tail must be whole numbers") from None
+        segments = list_segments(path)
+        if segments and position < segments[0][0]:
+            position = segments[0][0]  # older bytes were rotated away
+        await response.start(
+            200,
+            [("content-type", "application/octet-stream"), ("x-si-offset", str(position))],
+        )
+        delay = FILE_POLL_FIRST
+        while True:
+            ended = instance.finished.is_set()  # checked before reading: no write is missed
+            start, data = read_from(path, position, FILE_READ_SIZE)
+            if data:
+                await response.write(data)
+                position = start + len(data)
+                delay = FILE_POLL_FIRST
+                continue
+            if ended or instance.id not in self.hub.instances:
+                break
+            await trio.sleep(delay)
+            delay = min(delay * 2, FILE_POLL_MAX)
+        await response.end()
+
+    async def instance_health(self, request: Request, response: Response) -> None:
+        instance = self._instance(request)
+        if not instance.live:
+            raise ApiError(404, f"Instance {instance.id} is not running")
+        health = instance.health if isinstance(instance.health, dict) else {"healthy": True}
+        await response.json(200, {**health, "processId": instance.pid})
+
+    async def post_event(self, request: Request, response: Response) -> None:
+        instance = self._instance(request)
+        body = await self._json_body(request)
+        if isinstance(body, list) and len(body) >= 2 and isinstance(body[1], dict):
+            event = body[1]
+        elif isinstance(body, dict):
+            event = body  # tolerated: the event object without STH's [code, ...] wrapper
+        else:
+            raise ApiError(400, "Invalid format: expected [5001, {eventName, message}]")
+        name = event.get("eventName")
+        if not isinstance(name, str):
+            raise ApiError(400, "Invalid format, eventName missing.")
+        if not instance.live or instance.exited:
+            raise ApiError(409, f"Instance {instance.id} is not running")
+        message = {"eventName": name, "source": "api"}
+        if "message" in event:
+            message["message"] = event["message"]
+        instance.send_control(EVENT, message)
+        await response.json(200, {"accepted": "OK"})
+
+    async def get_event(self, request: Request, response: Response) -> None:
+        instance = self._instance(request)
+        value = await instance.events.last_or_next(request.params["name"])
+        await response.json(200, value)
+
+    async def once_event(self, request: Request, response: Response) -> None:
+        instance = self._instance(request)
+        value = await instance.events.next(request.params["name"])
+        await response.json(200, value)
+
+    async def event_stream(self, request: Request, response: Response) -> None:
+        instance = self._instance(request)
+        self._check_accept(request, "application/octet-stream")
+        receive = instance.events.subscribe(request.params["name"])
+        await response.start(200, [("content-type", "application/octet-stream")])
+        async with receive:
+            async for message in receive:
+                line = json.dumps(message if message else {}, separators=(",", ":"))
+                await response.write(line.encode() + b"\n")
+        await response.end()
 
     async def instance_input(self, request: Request, response: Response) -> None:
         instance = self._instance(request)

@@ -17,7 +17,8 @@ from typing import Any
 
 import trio
 
-from si.daemon.instance import KILL_GRACE, STOP, Instance
+from si.daemon.instance import EVENT, KILL_GRACE, STOP, Instance
+from si.daemon.node import NodeNotFound, node_runner_argv
 from si.daemon.options import HubOptions
 from si.daemon.sequences import Sequence, load_sequences
 from si.daemon.spawn import Spawner, SpawnError
@@ -82,6 +83,7 @@ class Hub:
                     "exitcode": -1,
                     "reason": f"Instance record unreadable: {exc}",
                 }
+            instance.on_event = self.broadcast_event
             self.instances[instance.id] = instance
             sequence = self.sequences.get(instance.sequence_id)
             if sequence is not None:
@@ -179,10 +181,12 @@ class Hub:
             },
         )
         instance = Instance(directory, record, known_link=True)
+        instance.on_event = self.broadcast_event
         instance.save()
         try:
-            pid = await self.spawner.spawn(directory)
-        except SpawnError as exc:
+            argv = node_runner_argv(directory) if manifest.language == "node" else None
+            pid = await self.spawner.spawn(directory, argv)
+        except (SpawnError, NodeNotFound) as exc:
             shutil.rmtree(directory, ignore_errors=True)
             raise ApiError(500, f"cannot start a runner: {exc}") from exc
         instance.attach_spawned(pid)
@@ -228,6 +232,13 @@ class Hub:
             return
         instance.collect_exit(instance.wait_code)
         self._schedule_expiry(instance)
+
+    def broadcast_event(self, source: Instance, name: str, message: Any) -> None:
+        """STH's in-hub event bus: an instance's event goes to every other live instance."""
+        body = {"eventName": name, "source": source.id, "message": message}
+        for other in self.instances.values():
+            if other is not source and other.live and not other.exited:
+                other.send_control(EVENT, body)
 
     def _schedule_expiry(self, instance: Instance) -> None:
         self.nursery.start_soon(self._expire, instance)

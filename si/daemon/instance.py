@@ -22,11 +22,13 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from si.daemon.events import EventBoard
 from si.daemon.pipe import OutputPipe
 from si.daemon.runner_link import RunnerLink
 from si.fsutil import read_json, write_json_atomic
@@ -101,6 +103,9 @@ class Instance:
         self.wait_code: int | None = None
         self.remove_immediately = False
         self.unreachable: str | None = None  # why an adopted runner could not be proven
+        self.events = EventBoard()
+        # The hub's event bus: called with (instance, name, message) for every emitted event.
+        self.on_event: Callable[[Instance, str, Any], None] | None = None
         self.keepalive_since_stop = False
         self.link: Link | None = None
         self.runner_link: RunnerLink | None = None
@@ -265,6 +270,7 @@ class Instance:
         self.save()
         if not self.output.ended:
             self.output.close()  # killed mid-stream: readers end after what was saved
+        self.events.close()
         self.finished.set()
 
     def collect_saved_output(self) -> None:
@@ -331,6 +337,13 @@ class Instance:
             self.ready.set()
         elif code == ALIVE:
             self.keepalive_since_stop = True
+        elif code == EVENT and len(message) > 1 and isinstance(message[1], dict):
+            name = message[1].get("eventName")
+            if isinstance(name, str):
+                payload = message[1].get("message")
+                self.events.publish(name, payload)
+                if self.on_event is not None:
+                    self.on_event(self, name, payload)
 
     def on_message(self, message: Any) -> None:
         if isinstance(message, list) and message and message[0] == MONITORING:

@@ -44,6 +44,7 @@ from si.protocol.link import (
 from si.runner.context import AppContext
 from si.runner.identity import ProcessIdentity
 from si.runner.streams import NDJSON_TYPES, InputStream, output_encoder
+from si.segments import DEFAULT_KEEP, DEFAULT_SEGMENT_BYTES, SegmentWriter
 
 # Exit codes, as STH's hub maps them to statuses and reasons.
 EXIT_COMPLETED = 0
@@ -297,7 +298,7 @@ class Runner:
 
     async def run_sequence(self, module: Any) -> None:
         spawn = self.spawn
-        logger = make_sequence_logger(self.instance_dir / "log", self.instance_id)
+        logger = make_sequence_logger(spawn, self.instance_dir / "log", self.instance_id)
         self.context = context = AppContext(self, dict(spawn.get("app_config") or {}), logger)
         requires = getattr(module, "requires", None)
         if isinstance(requires, dict) and requires.get("contentType"):
@@ -391,11 +392,32 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def make_sequence_logger(path: Path, instance_id: str) -> logging.Logger:
+class SegmentLogHandler(logging.Handler):
+    """Writes log lines to the instance's size-rotated log (this process is its only writer)."""
+
+    def __init__(self, writer: SegmentWriter) -> None:
+        super().__init__()
+        self.writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.writer.write(self.format(record).encode() + b"\n")
+        except Exception:
+            self.handleError(record)
+
+
+def make_sequence_logger(
+    spawn: dict[str, Any], directory: Path, instance_id: str
+) -> logging.Logger:
     logger = logging.getLogger("Sequence")
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
-    handler = logging.FileHandler(path, encoding="utf-8")
+    writer = SegmentWriter(
+        directory,
+        segment_bytes=int(spawn.get("log_segment_bytes", DEFAULT_SEGMENT_BYTES)),
+        keep=int(spawn.get("log_keep", DEFAULT_KEEP)),
+    )
+    handler = SegmentLogHandler(writer)
     handler.setFormatter(JsonLineFormatter("Sequence", instance_id))
     logger.addHandler(handler)
     return logger

@@ -1,0 +1,35 @@
+"""``python -m si.daemon --home DIR [...]``: the hub without the CLI's imports.
+
+For supervisors and test harnesses that start hubs often; ``si hub serve`` is the same hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from si.daemon.options import DEFAULT_RETENTION_SECONDS, HubOptions
+from si.daemon.serve import serve_hub
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m si.daemon", description=__doc__)
+    parser.add_argument("--home", type=Path)
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("-K", "--kill-on-exit", action="store_true")
+    parser.add_argument("--retention", type=float, default=DEFAULT_RETENTION_SECONDS)
+    args = parser.parse_args(argv)
+    options = HubOptions(
+        home=args.home,
+        port=args.port,
+        host=args.host,
+        kill_on_exit=args.kill_on_exit,
+        retention=args.retention,
+    )
+    return serve_hub(options)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
