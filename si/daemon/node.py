@@ -1,0 +1,46 @@
+"""The Node.js runner as the hub starts it: ``node <si>/runner/node/runner.js <instance dir>``.
+
+The runner is a small Node.js program shipped inside the si package (``si/runner/node/``, no
+npm dependencies). It is started like the Python runner (detached, stdio to the instance's
+files, the listening socket on fd 3) and speaks the same link protocol, so the rest of the hub
+does not know which language an instance runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import si
+
+RUNNER_JS = Path(si.__file__).resolve().parent / "runner" / "node" / "runner.js"
+# Which node to run, when not the first `node` on PATH (a test pinning a version, say).
+NODE_ENV = "SI_NODE"
+
+
+class NodeNotFound(Exception):
+    """No Node.js to run JavaScript sequences with; the message says what to do."""
+
+
+def node_executable() -> str:
+    """The absolute path of the node binary runners are started with.
+
+    Raises:
+        NodeNotFound: neither ``$SI_NODE`` nor a ``node`` on PATH is executable.
+    """
+    configured = os.environ.get(NODE_ENV)
+    found = shutil.which(configured or "node")
+    if found is None:
+        where = f"{NODE_ENV}={configured}" if configured else "no `node` on PATH"
+        raise NodeNotFound(f"cannot run a JavaScript sequence: {where} (install Node.js 20+)")
+    return str(Path(found).resolve())
+
+
+def node_runner_argv(instance_dir: Path) -> list[str]:
+    """The command line of the Node.js runner of ``instance_dir``.
+
+    Raises:
+        NodeNotFound: see :func:`node_executable`.
+    """
+    return [node_executable(), str(RUNNER_JS), str(instance_dir)]
