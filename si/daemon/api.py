@@ -20,8 +20,15 @@ import trio
 import si
 from si.daemon.http import BodyError, Request, Response
 from si.daemon.hub import ApiError, Hub
-from si.daemon.instance import EVENT, Instance
-from si.daemon.sequences import NEW_PREFIX, Sequence, remove_sequence, store_upload
+from si.daemon.instance import EVENT, MONITORING_RATE, Instance
+from si.daemon.load import load_figures
+from si.daemon.sequences import (
+    NEW_PREFIX,
+    Sequence,
+    remove_sequence,
+    rename_sequence,
+    store_upload,
+)
 from si.errors import PackageError
 from si.package.unpack import MAX_PACKAGE_BYTES
 from si.protocol.frames import Channel
@@ -51,6 +58,13 @@ class Api:
         route = self._route
         self.routes: list[tuple[str, re.Pattern[str], RouteHandler]] = [
             route("GET", "/version", self.version),
+            route("GET", "/load-check", self.load_check),
+            route("GET", "/config", self.config),
+            route("GET", "/status", self.status),
+            route("GET", "/entities", self.entities),
+            route("PUT", "/sequence/(?P<id>[^/]+)", self.update_sequence),
+            route("POST", "/instance/(?P<id>[^/]+)/stdin", self.instance_stdin),
+            route("POST", "/instance/(?P<id>[^/]+)/_monitoring_rate", self.monitoring_rate),
             route("GET", "/sequences", self.list_sequences),
             route("POST", "/sequence", self.upload_sequence),
             route("GET", "/sequence/(?P<id>[^/]+)", self.get_sequence),
@@ -174,7 +188,45 @@ class Api:
             {"service": "si", "apiVersion": "v1", "version": si.__version__, "build": "source"},
         )
 
+    async def load_check(self, request: Request, response: Response) -> None:
+        await response.json(200, await trio.to_thread.run_sync(load_figures, self.hub))
+
+    async def config(self, request: Request, response: Response) -> None:
+        options = self.hub.options
+        await response.json(
+            200,
+            {
+                "host": {"apiBase": API_BASE, "hostname": options.host, "port": options.port},
+                "runtimeAdapter": "process",
+                "timings": {"instanceLifetimeExtensionDelay": int(options.retention * 1000)},
+                "killOnExit": options.kill_on_exit,
+            },
+        )
+
+    async def status(self, request: Request, response: Response) -> None:
+        await response.json(200, {"cpm": {}})
+
+    async def entities(self, request: Request, response: Response) -> None:
+        await response.json(
+            200,
+            {
+                "sequences": [s.record() for s in self.hub.sequences.values()],
+                "instances": [i.record() for i in self.hub.instances.values()],
+            },
+        )
+
     # -- sequences -------------------------------------------------------------------------
+
+    async def update_sequence(self, request: Request, response: Response) -> None:
+        """Replace a sequence's package, keeping its id; refused while it has instances."""
+        sequence = self._sequence(request, "Sequence with id: {id} not found")
+        if any(i in self.hub.instances for i in sequence.instances):
+            raise ApiError(409, "Can't update sequence with instances")
+        replacement = await self._store_upload(request, str(uuid.uuid4()))
+        await trio.to_thread.run_sync(remove_sequence, sequence)
+        final = await trio.to_thread.run_sync(rename_sequence, replacement, sequence.id)
+        self.hub.sequences[sequence.id] = final
+        await response.json(200, {"id": sequence.id})
 
     async def list_sequences(self, request: Request, response: Response) -> None:
         await response.json(200, [s.record() for s in self.hub.sequences.values()])
@@ -186,11 +238,17 @@ class Api:
         await response.json(200, list(self._sequence(request).instances))
 
     async def upload_sequence(self, request: Request, response: Response) -> None:
+        sequence = await self._store_upload(request, str(uuid.uuid4()))
+        self.hub.sequences[sequence.id] = sequence
+        log.info("sequence %s stored (%s)", sequence.id, sequence.manifest.name)
+        await response.json(200, {"id": sequence.id})
+
+    async def _store_upload(self, request: Request, sequence_id: str) -> Sequence:
+        """Receive a package body and store it as ``sequence_id``; 422 when it is refused."""
         content_type = request.content_type
         if content_type and content_type not in ("application/octet-stream", "application/gzip"):
             raise ApiError(415, "a sequence package is sent as application/octet-stream")
         root = self.hub.paths.sequences
-        sequence_id = str(uuid.uuid4())
         upload = root / f"{NEW_PREFIX}upload-{sequence_id}"
         size = 0
         try:
@@ -203,14 +261,11 @@ class Api:
                     os.write(fd, chunk)
             finally:
                 os.close(fd)
-            sequence = await trio.to_thread.run_sync(store_upload, root, sequence_id, upload, size)
+            return await trio.to_thread.run_sync(store_upload, root, sequence_id, upload, size)
         except PackageError as exc:
             raise ApiError(422, str(exc)) from exc
         finally:
             upload.unlink(missing_ok=True)
-        self.hub.sequences[sequence.id] = sequence
-        log.info("sequence %s stored (%s, %d bytes)", sequence.id, sequence.manifest.name, size)
-        await response.json(200, {"id": sequence.id})
 
     async def delete_sequence(self, request: Request, response: Response) -> None:
         sequence = self._sequence(request, "The sequence {id} does not exist.")
@@ -404,6 +459,39 @@ class Api:
                 runner_link.end(Channel.INPUT)
             await runner_link.wait_flushed()
             await response.end()
+
+    async def instance_stdin(self, request: Request, response: Response) -> None:
+        """Bytes for the sequence's stdin (the runner acknowledges them as it takes them)."""
+        instance = self._instance(request)
+        content_type = request.content_type
+        if content_type and content_type != "application/octet-stream":
+            raise ApiError(415, "stdin takes application/octet-stream")
+        runner_link = instance.runner_link
+        if not instance.live or runner_link is None or instance.exited:
+            raise ApiError(409, f"Instance {instance.id} is not running")
+        end = parse_end_stream(request.header("x-end-stream"), default=True)
+        if runner_link.link.outbound[Channel.STDIN].ended:
+            raise ApiError(409, f"stdin of instance {instance.id} has already ended")
+        await response.start(200 if end else 202, [("content-type", "application/json")])
+        async for chunk in request.body():
+            await runner_link.send(Channel.STDIN, chunk)
+        if end:
+            runner_link.end(Channel.STDIN)
+        await runner_link.wait_flushed()
+        await response.end()
+
+    async def monitoring_rate(self, request: Request, response: Response) -> None:
+        instance = self._instance(request)
+        body = await self._json_body(request)
+        rate = (
+            body[1].get("monitoringRate")
+            if isinstance(body, list) and len(body) > 1 and isinstance(body[1], dict)
+            else None
+        )
+        if not isinstance(rate, int | float) or isinstance(rate, bool) or rate < 0:
+            raise ApiError(400, "Invalid format: expected [4003, {monitoringRate: n >= 0}]")
+        instance.send_control(MONITORING_RATE, {"monitoringRate": rate})
+        await response.json(202, {"accepted": True})
 
     async def kill_instance(self, request: Request, response: Response) -> None:
         instance = self._instance(request)

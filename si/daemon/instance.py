@@ -47,6 +47,7 @@ PANG = 3012
 EVENT = 5001
 STOP = 4001
 KILL = 4002
+MONITORING_RATE = 4003
 
 # Runner exit codes -> (status, reason), as STH maps them; a stop or kill ends "completed".
 EXIT_MEANINGS: dict[int, tuple[str, str]] = {

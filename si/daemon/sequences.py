@@ -122,3 +122,14 @@ def remove_sequence(sequence: Sequence) -> None:
     doomed = sequence.directory.with_name(f"{NEW_PREFIX}{sequence.id}")
     sequence.directory.rename(doomed)
     shutil.rmtree(doomed, ignore_errors=True)
+
+
+def rename_sequence(sequence: Sequence, new_id: str) -> Sequence:
+    """Give a just-stored sequence another id (``PUT`` keeps the id of the one it replaces)."""
+    target = sequence.directory.with_name(new_id)
+    write_json_atomic(
+        sequence.directory / "sequence.json",
+        {"id": new_id, "created": sequence.created, "package_size": sequence.package_size},
+    )
+    sequence.directory.rename(target)
+    return Sequence(new_id, target, sequence.manifest, sequence.package_size, sequence.created)

@@ -166,3 +166,34 @@ async def run(context, input):
     client.start_sequence(client.send_sequence(python_package(speaker))["id"], {})
     waiter.join(10)
     assert heard == ["from the speaker"]
+
+
+def test_hub_level_endpoints(client: HubClient) -> None:
+    load = client._request("GET", "load-check")
+    assert {"avgLoad", "currentLoad", "memFree", "memUsed", "fsSize"} <= set(load)
+    assert client._request("GET", "status") == {"cpm": {}}
+    sequence = client.send_sequence(python_package("def run(context, input):\n    return ['a']\n"))[
+        "id"
+    ]
+    entities = client._request("GET", "entities")
+    assert [s["id"] for s in entities["sequences"]] == [sequence]
+    assert entities["instances"] == []
+
+
+def test_put_replaces_a_package_and_keeps_the_id(client: HubClient) -> None:
+    sequence = client.send_sequence(
+        python_package("def run(context, input):\n    return ['old\\n']\n")
+    )["id"]
+    new_package = python_package(
+        "def run(context, input):\n    return ['new\\n']\n", name="renewed"
+    )
+    answer = client._request(
+        "PUT",
+        f"sequence/{sequence}",
+        content=new_package,
+        headers={"content-type": "application/octet-stream"},
+    )
+    assert answer == {"id": sequence}
+    assert client.get_sequence(sequence)["config"]["name"] == "renewed"
+    instance = client.start_sequence(sequence, {})["id"]
+    assert read(client, f"instance/{instance}/output") == b"new\n"
