@@ -115,7 +115,7 @@ def test_events_both_ways_and_health(client: HubClient) -> None:
     instance = client.start_sequence(sequence, {})["id"]
     reply: list[object] = []
     waiter = threading.Thread(
-        target=lambda: reply.append(client.get_event(instance, "reply", wait_next=True)),
+        target=lambda: reply.append(client._request("GET", f"instance/{instance}/once/reply")),
         daemon=True,
     )
     waiter.start()
@@ -159,7 +159,7 @@ async def run(context, input):
     ]
     heard: list[object] = []
     waiter = threading.Thread(
-        target=lambda: heard.append(client.get_event(listening, "heard", wait_next=True)),
+        target=lambda: heard.append(client._request("GET", f"instance/{listening}/once/heard")),
         daemon=True,
     )
     waiter.start()
