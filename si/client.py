@@ -19,19 +19,23 @@ import json
 import os
 import random
 import re
-import select
-import socket
 import stat
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any, BinaryIO
-from urllib.parse import quote
-
-import httpcore
-import httpx
+from urllib.parse import quote, urlencode, urlsplit
 
 from si import __version__
+from si._http import (
+    ConnectFailed,
+    ConnectionLost,
+    Endpoint,
+    Response,
+    Transport,
+    chunk_frames,
+)
 from si.errors import SiError
 from si.paths import connectable_unix_path
 
@@ -55,13 +59,11 @@ STABLE_CONNECTION = 1.0
 # Upload chunk size: big enough to keep the socket busy, small enough to bound memory.
 UPLOAD_CHUNK = 64 * 1024
 OFFSET_HEADER = "x-si-offset"
+# STH's control-message code for an event sent to an instance (sth-api.md §1.3 POST /_event).
+EVENT_CODE = 5001
 
 # "host:port" with no scheme: STH's CLI accepts it and adds http://.
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-]+:\d+$|^\[[0-9A-Fa-f:.]+\]:\d+$")
-
-# Connection failures after which a follower reconnects: the hub went away mid-response or is
-# not listening again yet. Anything else (a bad URL, a protocol error of our own) is final.
-_RESUMABLE = (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout)
 
 Body = bytes | BinaryIO | IO[bytes] | Iterable[bytes]
 
@@ -100,9 +102,13 @@ class HubClient:
         follow_timeout: seconds :meth:`stream` keeps reconnecting after losing the hub; ``None``
             reads ``SI_FOLLOW_TIMEOUT`` (default 30).
 
-    Resource handling: the client owns an httpx connection pool and, for a socket path longer
-    than the kernel's limit, a directory descriptor that makes it reachable. Both are released by
-    :meth:`close` (or leaving the ``with`` block), or when an unclosed client is collected.
+    Resource handling: the client keeps up to two idle keep-alive connections and, for a socket
+    path longer than the kernel's limit, a directory descriptor that makes it reachable. Both are
+    released by :meth:`close` (or leaving the ``with`` block), or when an unclosed client is
+    collected. A stream holds its own connection until it is exhausted or closed.
+
+    Thread safety: several threads may use one client (``si inst stdio`` does); each request
+    takes its own connection.
     """
 
     def __init__(
@@ -113,36 +119,30 @@ class HubClient:
         follow_timeout: float | None = None,
     ) -> None:
         self._follow_timeout = follow_timeout
-        timeout = httpx.Timeout(connect=connect_timeout, read=None, write=None, pool=None)
-        headers = {"user-agent": f"si/{__version__}"}
+        self._user_agent = f"si/{__version__}"
         url = _as_url(address)
-        transport: httpx.HTTPTransport
         dirfd: int | None = None
         if url is not None:
             self._address = url
-            # Certificates are loaded only for https: loading them costs every command ~20 ms.
-            transport = httpx.HTTPTransport(retries=0, verify=url.startswith("https:"))
+            self._base_url = url
+            endpoint = _tcp_endpoint(url, address)
+            self._prefix = urlsplit(url).path.rstrip("/")
+            transport = Transport(endpoint, connect_timeout=connect_timeout)
         else:
             self._address = address
+            self._base_url = UNIX_BASE_URL
+            self._prefix = API_PATH
             # The descriptor must stay open as long as connections may be made through it.
             socket_path, dirfd = connectable_unix_path(address)
-            transport = _UnixTransport(socket_path)
-        try:
-            # trust_env=False: a hub is named explicitly; proxy variables must not reroute it.
-            self._http = httpx.Client(
-                base_url=url or UNIX_BASE_URL,
-                transport=transport,
-                timeout=timeout,
-                headers=headers,
-                trust_env=False,
+            transport = Transport(
+                Endpoint(unix_path=address),
+                connect_timeout=connect_timeout,
+                unix_connect_path=socket_path,
             )
-        except httpx.InvalidURL as exc:
-            if dirfd is not None:
-                os.close(dirfd)
-            raise HubError(f"invalid hub address {address!r}: {exc}") from None
-        # Runs on close() or when the client is collected unclosed, so pooled sockets are closed
+        self._transport = transport
+        # Runs on close() or when the client is collected unclosed, so idle sockets are closed
         # rather than left to the garbage collector (a ResourceWarning each).
-        self._release = weakref.finalize(self, _release, self._http, dirfd)
+        self._release = weakref.finalize(self, _release, transport, dirfd)
 
     @property
     def address(self) -> str:
@@ -150,7 +150,7 @@ class HubClient:
         return self._address
 
     def close(self) -> None:
-        """Close the connection pool and release the socket directory descriptor."""
+        """Close idle connections and release the socket directory descriptor."""
         self._release()
 
     def __enter__(self) -> HubClient:
@@ -165,6 +165,30 @@ class HubClient:
         """``GET version``: ``{service, apiVersion, version, build}``."""
         return _object(self._request("GET", "version"))
 
+    def load_check(self) -> dict[str, Any]:
+        """``GET load-check``: ``{avgLoad, currentLoad, memFree, memUsed, fsSize}``."""
+        return _object(self._request("GET", "load-check"))
+
+    def config(self) -> dict[str, Any]:
+        """``GET config``: the public part of the hub's configuration."""
+        return _object(self._request("GET", "config"))
+
+    def status(self) -> dict[str, Any]:
+        """``GET status``: ``{"cpm": {...}}`` (empty on a standalone hub)."""
+        return _object(self._request("GET", "status"))
+
+    def entities(self) -> dict[str, Any]:
+        """``GET entities``: ``{sequences: [...], instances: [...]}``."""
+        return _object(self._request("GET", "entities"))
+
+    def hub_log(self, *, follow: bool = True) -> Iterator[bytes]:
+        """``GET log``: the hub's NDJSON log, history first, then live (never ends)."""
+        return self.stream("log", follow=follow)
+
+    def audit(self, *, follow: bool = True) -> Iterator[bytes]:
+        """``GET audit``: the hub's NDJSON audit stream (never ends)."""
+        return self.stream("audit", follow=follow)
+
     # -- sequences ---------------------------------------------------------------------------
 
     def list_sequences(self) -> list[Any]:
@@ -175,6 +199,10 @@ class HubClient:
         """``GET sequence/<id>``: one sequence record."""
         return _object(self._request("GET", f"sequence/{_segment(sequence_id)}"))
 
+    def sequence_instances(self, sequence_id: str) -> list[Any]:
+        """``GET sequence/<id>/instances``: the ids of the sequence's instances."""
+        return _array(self._request("GET", f"sequence/{_segment(sequence_id)}/instances"))
+
     def send_sequence(self, body: Body) -> dict[str, Any]:
         """``POST sequence``: upload a package (tar.gz bytes, a binary file, or chunks).
 
@@ -183,6 +211,13 @@ class HubClient:
         content, headers = _upload(body)
         headers["content-type"] = "application/octet-stream"
         return _object(self._request("POST", "sequence", content=content, headers=headers))
+
+    def update_sequence(self, sequence_id: str, body: Body) -> dict[str, Any]:
+        """``PUT sequence/<id>``: replace a sequence's package, keeping its id (``{"id"}``)."""
+        content, headers = _upload(body)
+        headers["content-type"] = "application/octet-stream"
+        path = f"sequence/{_segment(sequence_id)}"
+        return _object(self._request("PUT", path, content=content, headers=headers))
 
     def delete_sequence(self, sequence_id: str, force: bool = False) -> dict[str, Any]:
         """``DELETE sequence/<id>``; ``force`` kills the sequence's instances first."""
@@ -210,6 +245,10 @@ class HubClient:
     def get_instance(self, instance_id: str) -> dict[str, Any]:
         """``GET instance/<id>``: one instance record."""
         return _object(self._request("GET", f"instance/{_segment(instance_id)}"))
+
+    def instance_health(self, instance_id: str) -> dict[str, Any]:
+        """``GET instance/<id>/health``: the last health report (``{healthy, ...}``)."""
+        return _object(self._request("GET", f"instance/{_segment(instance_id)}/health"))
 
     def kill_instance(self, instance_id: str, remove_immediately: bool = False) -> dict[str, Any]:
         """``POST instance/<id>/_kill``; ``remove_immediately`` skips the retention period."""
@@ -248,22 +287,98 @@ class HubClient:
             HubError: also when the reply breaks off: the hub ends it only after the runner took
                 all the data, so a truncated reply means the data may not have arrived.
         """
-        content, headers = _upload(body)
-        headers["content-type"] = content_type
-        if end is not None:
-            headers["x-end-stream"] = "true" if end else "false"
-        path = f"instance/{_segment(instance_id)}/input"
-        return self._request("POST", path, content=content, headers=headers)
+        return self._send_stream(f"instance/{_segment(instance_id)}/input", body, content_type, end)
+
+    def send_stdin(self, instance_id: str, body: Body, end: bool | None = None) -> Any:
+        """``POST instance/<id>/stdin``: stream ``body`` into the sequence's process stdin."""
+        path = f"instance/{_segment(instance_id)}/stdin"
+        return self._send_stream(path, body, "application/octet-stream", end)
+
+    def inout(
+        self, instance_id: str, body: Body, content_type: str | None = None
+    ) -> Iterator[bytes]:
+        """``POST instance/<id>/inout``: send ``body`` to the input and yield the output.
+
+        The body is written by a helper thread while the output is read, so a sequence that
+        answers line by line streams its answers before the input ends.
+
+        Raises:
+            HubError: on an error status or a broken connection.
+        """
+        path = f"instance/{_segment(instance_id)}/inout"
+        return self._duplex(path, body, content_type)
+
+    def emit_event(self, instance_id: str, name: str, message: Any = None) -> dict[str, Any]:
+        """``POST instance/<id>/_event``: send the event ``name`` (with ``message``) to it.
+
+        ``message`` is sent as given (STH's CLI sends the typed text as a string); ``None``
+        leaves it out.
+        """
+        event: dict[str, Any] = {"eventName": name}
+        if message is not None:
+            event["message"] = message
+        path = f"instance/{_segment(instance_id)}/_event"
+        return _object(self._request("POST", path, json=[EVENT_CODE, event]))
+
+    def get_event(self, instance_id: str, name: str, *, wait_next: bool = False) -> Any:
+        """The message of the instance's event ``name``.
+
+        ``GET instance/<id>/event/<name>`` answers the last one seen (or waits for the first);
+        with ``wait_next``, ``GET .../once/<name>`` waits for the next one.
+        """
+        route = "once" if wait_next else "event"
+        return self._request("GET", f"instance/{_segment(instance_id)}/{route}/{_segment(name)}")
+
+    def event_stream(self, instance_id: str, name: str) -> Iterator[bytes]:
+        """``GET instance/<id>/events/<name>``: one JSON line per event, as they come."""
+        return self.stream(f"instance/{_segment(instance_id)}/events/{_segment(name)}")
+
+    # -- topics ------------------------------------------------------------------------------
+
+    def list_topics(self) -> list[Any]:
+        """``GET topics``: every topic."""
+        return _array(self._request("GET", "topics"))
+
+    def create_topic(self, name: str, content_type: str) -> dict[str, Any]:
+        """``POST topics`` with ``{"id": name, "content-type": type}``."""
+        body = {"id": name, "content-type": content_type}
+        return _object(self._request("POST", "topics", json=body))
+
+    def delete_topic(self, name: str) -> dict[str, Any]:
+        """``DELETE topics/<name>``."""
+        headers = {"content-type": "application/json"}
+        return _object(self._request("DELETE", f"topics/{_segment(name)}", headers=headers))
+
+    def send_topic(self, name: str, body: Body, content_type: str, end: bool | None = None) -> Any:
+        """``POST topic/<name>``: publish ``body`` into the topic."""
+        return self._send_stream(f"topic/{_segment(name)}", body, content_type, end)
+
+    def topic_stream(self, name: str, content_type: str) -> Iterator[bytes]:
+        """``GET topic/<name>``: the topic's data as it is published (never ends)."""
+        return self.stream(f"topic/{_segment(name)}", content_type=content_type, follow=False)
 
     # -- streams -----------------------------------------------------------------------------
 
     def instance_stream(
-        self, instance_id: str, name: str, *, follow: bool = True
+        self,
+        instance_id: str,
+        name: str,
+        *,
+        follow: bool = True,
+        query: Mapping[str, str] | None = None,
     ) -> Iterator[bytes]:
         """:meth:`stream` of an instance's ``output``, ``stdout``, ``stderr`` or ``log``."""
-        return self.stream(f"instance/{_segment(instance_id)}/{_segment(name)}", follow=follow)
+        path = f"instance/{_segment(instance_id)}/{_segment(name)}"
+        return self.stream(path, follow=follow, query=query)
 
-    def stream(self, path: str, *, follow: bool = True) -> Iterator[bytes]:
+    def stream(
+        self,
+        path: str,
+        *,
+        follow: bool = True,
+        content_type: str = "application/octet-stream",
+        query: Mapping[str, str] | None = None,
+    ) -> Iterator[bytes]:
         """Yield the body of a streaming GET (e.g. ``instance/<id>/output``) as it arrives.
 
         Args:
@@ -271,6 +386,8 @@ class HubClient:
             follow: when the connection breaks before the response ended (hub restart or
                 crash), reconnect with backoff for up to the follow timeout and resume at the
                 first byte not yet yielded. Needs a hub that sends ``x-si-offset``.
+            content_type: the request's ``content-type`` (a topic reads it as the wanted type).
+            query: query parameters, e.g. ``{"tail": "10"}``.
 
         Raises:
             HubError: on an error status (404 when the instance is gone), when the hub cannot
@@ -285,73 +402,112 @@ class HubClient:
         while True:
             connected_at: float | None = None
             progressed = False
-            headers = {"content-type": "application/octet-stream"}
+            headers = {"content-type": content_type}
             if position is not None:
                 headers[OFFSET_HEADER] = str(position)
+            response: Response | None = None
             try:
-                with self._http.stream("GET", path, headers=headers) as response:
-                    if response.is_error:
-                        response.read()
-                        raise _status_error(response)
-                    start = _offset(response)
-                    skip = 0
-                    if not answered:
-                        position = start
-                        answered = True
-                    elif position is not None:
-                        if start is None:
-                            raise HubError(
-                                f"the hub at {self._address} came back but cannot resume the "
-                                "stream (no x-si-offset)",
-                                url=str(response.url),
-                            )
-                        if start > position:
-                            raise HubError(
-                                f"the hub no longer holds bytes {position}-{start - 1} of the "
-                                "stream; they were lost while reconnecting",
-                                url=str(response.url),
-                            )
-                        # The hub may resume earlier than asked: drop what was already yielded.
-                        skip = position - start
-                    connected_at = time.monotonic()
-                    # iter_raw: the bytes exactly as sent, as soon as they arrive.
-                    for chunk in response.iter_raw():
-                        if skip:
-                            if len(chunk) <= skip:
-                                skip -= len(chunk)
-                                continue
-                            chunk = chunk[skip:]
-                            skip = 0
-                        if position is not None:
-                            position += len(chunk)
-                        progressed = True
-                        yield chunk
+                response = self._send("GET", path, headers=headers, query=query)
+                if response.status >= 400:
+                    raise _status_error(response, self._url(path, query))
+                start = _offset(response)
+                skip = 0
+                if not answered:
+                    position = start
+                    answered = True
+                elif position is not None:
+                    if start is None:
+                        raise HubError(
+                            f"the hub at {self._address} came back but cannot resume the "
+                            "stream (no x-si-offset)",
+                            url=self._url(path, query),
+                        )
+                    if start > position:
+                        raise HubError(
+                            f"the hub no longer holds bytes {position}-{start - 1} of the "
+                            "stream; they were lost while reconnecting",
+                            url=self._url(path, query),
+                        )
+                    # The hub may resume earlier than asked: drop what was already yielded.
+                    skip = position - start
+                connected_at = time.monotonic()
+                for chunk in response.iter_bytes():
+                    if skip:
+                        if len(chunk) <= skip:
+                            skip -= len(chunk)
+                            continue
+                        chunk = chunk[skip:]
+                        skip = 0
+                    if position is not None:
+                        position += len(chunk)
+                    progressed = True
+                    yield chunk
                 return
-            except _RESUMABLE as exc:
+            except ConnectionLost as exc:
                 # Without an offset there is no way to resume without repeating or losing bytes;
                 # before the first answer the hub is simply not there.
                 if not follow or not answered or position is None:
-                    raise self._transport_error(exc) from None
-                now = time.monotonic()
-                recovered = progressed or (
-                    connected_at is not None and now - connected_at >= STABLE_CONNECTION
+                    raise self._transport_error(exc, path) from None
+                outage_started, delay = self._wait_to_resume(
+                    exc, outage_started, delay, progressed, connected_at
                 )
-                if outage_started is None or recovered:
-                    outage_started = now
-                    delay = BACKOFF_START
-                limit = self._follow_seconds()
-                remaining = outage_started + limit - now
-                if remaining <= 0:
-                    raise HubError(
-                        f"lost the hub at {self._address} and it did not come back within "
-                        f"{limit:g} s: {_reason(exc)}"
-                    ) from None
-                time.sleep(min(remaining, delay * (1 + random.random() * BACKOFF_JITTER)))
-                delay = min(delay * 2, BACKOFF_CAP)
-            except httpx.TransportError as exc:
-                raise self._transport_error(exc) from None
+            except ConnectFailed as exc:
+                if not follow or not answered or position is None:
+                    raise self._transport_error(exc, path) from None
+                outage_started, delay = self._wait_to_resume(
+                    exc, outage_started, delay, progressed, connected_at
+                )
+            finally:
+                if response is not None:
+                    response.close()
+
+    def _wait_to_resume(
+        self,
+        exc: OSError,
+        outage_started: float | None,
+        delay: float,
+        progressed: bool,
+        connected_at: float | None,
+    ) -> tuple[float, float]:
+        """Sleep before the next reconnect; raise once the outage outlasted the follow timeout."""
+        now = time.monotonic()
+        recovered = progressed or (
+            connected_at is not None and now - connected_at >= STABLE_CONNECTION
+        )
+        if outage_started is None or recovered:
+            outage_started = now
+            delay = BACKOFF_START
+        limit = self._follow_seconds()
+        remaining = outage_started + limit - now
+        if remaining <= 0:
+            raise HubError(
+                f"lost the hub at {self._address} and it did not come back within "
+                f"{limit:g} s: {_reason(exc)}"
+            ) from None
+        time.sleep(min(remaining, delay * (1 + random.random() * BACKOFF_JITTER)))
+        return outage_started, min(delay * 2, BACKOFF_CAP)
 
     # -- plumbing ----------------------------------------------------------------------------
+
+    def _url(self, path: str, query: Mapping[str, str] | None = None) -> str:
+        url = f"{self._base_url}/{path}"
+        return f"{url}?{urlencode(query)}" if query else url
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | Iterable[bytes] | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> Response:
+        target = f"{self._prefix}/{path}"
+        if query:
+            target += "?" + urlencode(query)
+        head = [("user-agent", self._user_agent)]
+        head.extend((name, value) for name, value in (headers or {}).items())
+        return self._transport.request(method, target, head, content)
 
     def _request(
         self,
@@ -363,26 +519,85 @@ class HubClient:
         headers: Mapping[str, str] | None = None,
     ) -> Any:
         """Send one request, read the whole reply, and return its parsed JSON (or ``None``)."""
+        all_headers = dict(headers or {})
+        if json is not None:
+            content = _json_bytes(json)
+            all_headers["content-type"] = "application/json"
         try:
-            response = self._http.request(method, path, json=json, content=content, headers=headers)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc) from None
-        if response.is_error:
-            raise _status_error(response)
-        if not response.content.strip():
+            response = self._send(method, path, headers=all_headers, content=content)
+            body = response.read()
+        except (ConnectFailed, ConnectionLost) as exc:
+            raise self._transport_error(exc, path) from None
+        if response.status >= 400:
+            raise _status_error(response, self._url(path))
+        if not body.strip():
             return None
         try:
-            return response.json()
+            return _parse_json(body)
         except ValueError:
             raise HubError(
-                f"the hub sent a reply that is not JSON for '{response.url}'",
-                status=response.status_code,
-                url=str(response.url),
+                f"the hub sent a reply that is not JSON for '{self._url(path)}'",
+                status=response.status,
+                url=self._url(path),
             ) from None
 
-    def _transport_error(self, exc: httpx.TransportError) -> HubError:
-        url = _request_url(exc)
-        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+    def _send_stream(self, path: str, body: Body, content_type: str, end: bool | None) -> Any:
+        content, headers = _upload(body)
+        headers["content-type"] = content_type
+        if end is not None:
+            headers["x-end-stream"] = "true" if end else "false"
+        return self._request("POST", path, content=content, headers=headers)
+
+    def _duplex(self, path: str, body: Body, content_type: str | None) -> Iterator[bytes]:
+        content, headers = _upload(body)
+        if content_type is not None:
+            headers["content-type"] = content_type
+        headers.pop("content-length", None)
+        chunks = [content] if isinstance(content, bytes) else content
+        connection = None
+        try:
+            # The request head goes through h11; the body is framed by hand from a thread,
+            # since h11 is not made for two threads at once.
+            connection = self._transport.connect()
+            import h11
+
+            head = [
+                ("host", self._transport.endpoint.host_header),
+                ("user-agent", self._user_agent),
+                ("transfer-encoding", "chunked"),
+                *headers.items(),
+            ]
+            connection.write(
+                h11.Request(method="POST", target=f"{self._prefix}/{path}", headers=head)
+            )
+            failure: list[BaseException] = []
+            writer = threading.Thread(
+                target=_write_frames,
+                args=(connection.sock, chunk_frames(chunks), failure),
+                daemon=True,
+            )
+            writer.start()
+            event = connection.next_event()
+            while isinstance(event, h11.InformationalResponse):
+                event = connection.next_event()
+            response_headers = {
+                bytes(k).decode("latin-1").lower(): bytes(v).decode("latin-1")
+                for k, v in event.headers
+            }
+            response = Response(event.status_code, response_headers, connection, self._transport)
+            if response.status >= 400:
+                response.read()
+                raise _status_error(response, self._url(path))
+            yield from response.iter_bytes()
+        except (ConnectFailed, ConnectionLost) as exc:
+            raise self._transport_error(exc, path) from None
+        finally:
+            if connection is not None:
+                connection.close()
+
+    def _transport_error(self, exc: OSError, path: str | None = None) -> HubError:
+        url = self._url(path) if path is not None else None
+        if isinstance(exc, ConnectFailed):
             return HubError(
                 f"cannot reach the hub at {self._address}: {_reason(exc)} "
                 "(is 'si hub serve' running?)",
@@ -405,95 +620,39 @@ class HubClient:
             ) from None
 
 
-def _release(http: httpx.Client, dirfd: int | None) -> None:
-    http.close()
+def _release(transport: Transport, dirfd: int | None) -> None:
+    transport.close()
     if dirfd is not None:
         os.close(dirfd)
 
 
-class _UnixTransport(httpx.HTTPTransport):
-    """httpx's transport over a Unix socket, with :class:`_UnixBackend` underneath."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(retries=0, verify=False)
-        # httpx takes no network backend argument; its pool attribute is how to supply one.
-        self._pool = httpcore.ConnectionPool(uds=path, network_backend=_UnixBackend())
-
-
-class _UnixBackend(httpcore.SyncBackend):
-    """httpcore's network backend, except that a failed Unix connect closes its socket.
-
-    httpcore 1.0 leaves that socket to the garbage collector; a follower retrying while the hub
-    restarts would leave one behind per attempt.
-    """
-
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            for option in socket_options or ():
-                sock.setsockopt(*option)
-            sock.settimeout(timeout)
-            sock.connect(path)
-        except TimeoutError as exc:
-            sock.close()
-            raise httpcore.ConnectTimeout(str(exc)) from exc
-        except OSError as exc:
-            sock.close()
-            raise httpcore.ConnectError(str(exc)) from exc
-        return _SocketStream(sock)
+def _write_frames(sock: Any, frames: Iterable[bytes], failure: list[BaseException]) -> None:
+    """Write a chunked body to a socket (the writer half of :meth:`HubClient.inout`)."""
+    try:
+        for frame in frames:
+            sock.sendall(frame)
+    except (OSError, ValueError) as exc:  # the reader closed the socket, or the source failed
+        failure.append(exc)
 
 
-class _SocketStream(httpcore.NetworkStream):
-    """A connected plain socket as httpcore reads and writes it."""
+def _tcp_endpoint(url: str, address: str) -> Endpoint:
+    parts = urlsplit(url)
+    tls = parts.scheme == "https"
+    try:
+        port = parts.port or (443 if tls else 80)
+    except ValueError:
+        raise HubError(f"invalid hub address {address!r}: bad port") from None
+    if not parts.hostname:
+        raise HubError(f"invalid hub address {address!r}: no host")
+    return Endpoint(host=parts.hostname, port=port, tls=tls)
 
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
 
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        try:
-            self._sock.settimeout(timeout)
-            return self._sock.recv(max_bytes)
-        except TimeoutError as exc:
-            raise httpcore.ReadTimeout(str(exc)) from exc
-        except OSError as exc:
-            raise httpcore.ReadError(str(exc)) from exc
+def _parse_json(body: bytes) -> Any:
+    return json.loads(body)
 
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        try:
-            self._sock.settimeout(timeout)
-            self._sock.sendall(buffer)
-        except TimeoutError as exc:
-            raise httpcore.WriteTimeout(str(exc)) from exc
-        except OSError as exc:
-            raise httpcore.WriteError(str(exc)) from exc
 
-    def close(self) -> None:
-        self._sock.close()
-
-    def start_tls(
-        self,
-        ssl_context: Any,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        raise httpcore.ConnectError("TLS is not used over a Unix socket")
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "socket":
-            return self._sock
-        if info == "is_readable":
-            # A pooled connection with pending bytes (the hub closed it) must not be reused.
-            if self._sock.fileno() < 0:
-                return True
-            poller = select.poll()
-            poller.register(self._sock, select.POLLIN)
-            return bool(poller.poll(0))
-        return None
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _as_url(address: str) -> str | None:
@@ -514,7 +673,7 @@ def _segment(identifier: str) -> str:
 
 
 def _upload(body: Body) -> tuple[bytes | Iterable[bytes], dict[str, str]]:
-    """The httpx content for ``body`` plus the headers that describe its size."""
+    """The request content for ``body`` plus the headers that describe its size."""
     if isinstance(body, bytes | bytearray | memoryview):
         return bytes(body), {}
     read = getattr(body, "read", None)
@@ -548,8 +707,8 @@ def _chunks(stream: Any) -> Iterator[bytes]:
         yield bytes(chunk)
 
 
-def _offset(response: httpx.Response) -> int | None:
-    value = response.headers.get(OFFSET_HEADER)
+def _offset(response: Response) -> int | None:
+    value = response.header(OFFSET_HEADER)
     if value is None:
         return None
     try:
@@ -558,29 +717,22 @@ def _offset(response: httpx.Response) -> int | None:
         return None
 
 
-def _status_error(response: httpx.Response) -> HubError:
+def _status_error(response: Response, url: str) -> HubError:
     """The error for a reply with an error status: the hub's own message when it gave one."""
-    url = str(response.request.url)
     reply: Any = None
     try:
-        reply = json.loads(response.content) if response.content.strip() else None
-    except ValueError:
+        body = response.read()
+        reply = json.loads(body) if body.strip() else None
+    except (ValueError, OSError):
         reply = None
-    message = f"Failed to request '{url}' with code {response.status_code}"
+    message = f"Failed to request '{url}' with code {response.status}"
     if isinstance(reply, dict):
         error = reply.get("error")
         if isinstance(error, str) and error.strip():
             message = error
         elif error not in (None, "", {}, []):
             message = json.dumps(error, separators=(",", ":"), ensure_ascii=False)
-    return HubError(_one_line(message), status=response.status_code, url=url, reply=reply)
-
-
-def _request_url(exc: httpx.TransportError) -> str | None:
-    try:
-        return str(exc.request.url)
-    except RuntimeError:  # the exception was raised before a request existed
-        return None
+    return HubError(_one_line(message), status=response.status, url=url, reply=reply)
 
 
 def _reason(exc: BaseException) -> str:
