@@ -1,12 +1,15 @@
-"""The ``si`` command: the root Typer app, its global options and the entry point.
+"""The ``si`` command: the root group, its global options and the entry point.
 
 ``main`` owns the process's exit: whatever goes wrong becomes one ``Error: ...`` line on stderr
 and exit code 1 (130 after Ctrl-C, 0 when a pipe reader such as ``head`` leaves early), never a
 traceback. Set ``SI_DEBUG=1`` to see the traceback of an unexpected exception.
 
-``--hub`` and ``--format`` are global: like STH's root options they may stand anywhere on the
-line (``si --format json seq ls`` and ``si seq ls --format json``). ``main`` moves them in front
-of the subcommand before click parses the line.
+The global options (``--hub``, ``--format``, ``--config``, ``--config-path``, ``--progress``) may
+stand anywhere on the line, as STH's root options do (``si --format json seq ls`` and
+``si seq ls --format json``): ``main`` moves them in front of the subcommand before parsing.
+
+Exit codes: 0 success; 1 any error (STH's single failure code); 3 ``si hub status`` when no hub
+runs; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -14,86 +17,124 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import Annotated, NoReturn
+from typing import NoReturn
 
-import typer
+import click
 
 import si
-from si.cli import hub, inst, render, seq
-from si.cli.common import CONTEXT_SETTINGS, CliState, require_subcommand
+from si.cli import completion, config, hub, init, inst, render, seq, topic, util
+from si.cli.common import CONTEXT_SETTINGS, AliasGroup, CliState
 from si.cli.render import OutputClosed, OutputFormat
 from si.errors import SiError
 
-# Exit codes: STH uses 1 for every failure; 130 is the shell's code for death by SIGINT.
 EXIT_FAILURE = 1
+# The shell's code for death by SIGINT.
 EXIT_INTERRUPTED = 130
-GLOBAL_OPTIONS = ("--hub", "--format")
+# Global options with a value, and global flags; both may appear after the subcommand.
+GLOBAL_OPTIONS = ("--hub", "--format", "--config", "--config-path")
+GLOBAL_FLAGS = ("--progress", "--no-progress")
+COMPLETE_VAR = "_SI_COMPLETE"
 
-app = typer.Typer(
-    help=(
-        "si: run long-lived stream programs (sequences) on a hub.\n\n"
-        "--hub and --format may also be given after the subcommand."
-    ),
+# The running command's state, for error reporting after click has left its context.
+_current: list[CliState] = []
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        sys.stdout.write(f"SI version: {si.__version__}\n")
+        ctx.exit(0)
+
+
+@click.group(
+    cls=AliasGroup,
+    name="si",
     context_settings=CONTEXT_SETTINGS,
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+    epilog=(
+        "\b\nGlobal options may also follow the subcommand. Example:\n"
+        "  si seq deploy ./my-sequence && si inst output -"
+    ),
 )
-app.add_typer(seq.app, name="seq")
-app.add_typer(seq.app, name="sequence", hidden=True)
-app.add_typer(inst.app, name="inst")
-app.add_typer(inst.app, name="instance", hidden=True)
-app.add_typer(hub.app, name="hub")
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        sys.stdout.write(f"si {si.__version__}\n")
-        raise typer.Exit()
-
-
-@app.callback(invoke_without_command=True)
-def root(
-    ctx: typer.Context,
-    hub_address: Annotated[
-        str | None,
-        typer.Option(
-            "--hub",
-            envvar="SI_HUB",
-            metavar="ADDR",
-            help="The hub: a Unix socket path or an http://host:port URL.",
-            show_default="the default hub's socket",
-        ),
-    ] = None,
-    output_format: Annotated[
-        OutputFormat,
-        typer.Option(
-            "--format",
-            envvar="SI_FORMAT",
-            case_sensitive=False,
-            help="json: one compact JSON object per line; pretty: tables and key/value lines.",
-        ),
-    ] = OutputFormat.pretty,
-    version: Annotated[
-        bool,
-        typer.Option(
-            "-v",
-            "--version",
-            is_eager=True,
-            callback=_print_version,
-            help="Print si's version and exit.",
-        ),
-    ] = False,
+@click.option(
+    "--hub",
+    envvar="SI_HUB",
+    metavar="ADDR",
+    help="The hub: a Unix socket path or an http://host:port URL [env SI_HUB; default: the "
+    "profile's apiUrl, else the local hub's socket].",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["json", "pretty"], case_sensitive=False),
+    envvar="SI_FORMAT",
+    help="json: one compact JSON value per line; pretty: tables and key/value lines "
+    "[env SI_FORMAT; default: the profile's log.format].",
+)
+@click.option(
+    "--config", "profile_name", metavar="NAME", help="Use the profile NAME for this command."
+)
+@click.option(
+    "--config-path",
+    "profile_path",
+    metavar="FILE",
+    help="Use the profile in FILE (read-only) for this command.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show an upload progress bar on stderr (default: on a terminal, for packages over 1 MiB).",
+)
+@click.option(
+    "-v",
+    "--version",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=_print_version,
+    help="Print si's version and exit.",
+)
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    hub: str | None,
+    output_format: str | None,
+    profile_name: str | None,
+    profile_path: str | None,
+    progress: bool | None,
 ) -> None:
-    cli = CliState(hub=hub_address or None, output_format=output_format)
-    ctx.obj = cli
-    # STH (re)creates the session file at every start; we create it when missing.
-    cli.session.prepare()
-    require_subcommand(ctx)
+    """si: run long-lived stream programs (sequences) on a hub, STH's CLI in Python."""
+    state = CliState(
+        hub=hub or None,
+        output_format=OutputFormat(output_format.lower()) if output_format else None,
+        profile_name=profile_name,
+        profile_path=profile_path,
+        progress=progress,
+    )
+    ctx.obj = state
+    _current[:] = [state]
+    if not ctx.resilient_parsing:
+        # STH (re)creates the session file at every start; we create it when missing.
+        state.session.prepare()
+
+
+assert isinstance(cli, AliasGroup)
+for group, aliases in (
+    (seq.app, ("sequence",)),
+    (inst.app, ("instance",)),
+    (topic.app, ()),
+    (hub.app, ()),
+    (config.app, ("c",)),
+    (init.app, ("i",)),
+    (util.app, ("u",)),
+    (completion.app, ()),
+):
+    cli.add_command(group)
+    cli.add_alias(str(group.name), *aliases)
+
+app = cli
 
 
 def hoist_global_options(args: Sequence[str]) -> list[str]:
-    """Move ``--hub``/``--format`` (with their values) in front of the subcommand.
+    """Move the global options (with their values) in front of the subcommand.
 
     Scanning stops at ``--``, after which everything is a positional argument.
 
@@ -117,6 +158,8 @@ def hoist_global_options(args: Sequence[str]) -> list[str]:
                 index += 1
             else:
                 raise SiError(f"Option '{word}' requires an argument.")
+        elif word in GLOBAL_FLAGS:
+            hoisted.append(word)
         else:
             rest.append(word)
         index += 1
@@ -126,27 +169,29 @@ def hoist_global_options(args: Sequence[str]) -> list[str]:
 def run(args: Sequence[str]) -> int:
     """Run the CLI on ``args`` (without the program name) and return the exit code."""
     try:
-        command = typer.main.get_command(app)
-        result = command.main(
-            args=hoist_global_options(args), prog_name="si", standalone_mode=False
-        )
-        # Without standalone mode click returns the command's value, or an int from typer.Exit.
+        # make_context + invoke rather than main(): click's main turns Ctrl-C into Abort and
+        # writes to stderr; here every outcome is decided below.
+        with cli.make_context("si", hoist_global_options(args)) as ctx:
+            result = cli.invoke(ctx)
         return result if isinstance(result, int) else 0
     except OutputClosed:
         return 0
     except SiError as exc:
-        render.error(str(exc))
+        _report(exc)
         return exc.exit_code
-    except typer.Exit as exc:
+    except click.exceptions.Exit as exc:
         return exc.exit_code
-    except typer.Abort:
+    except click.Abort:
         render.error("aborted")
         return EXIT_FAILURE
-    except typer.TyperException as exc:  # click's usage and parameter errors
+    except click.ClickException as exc:  # usage and parameter errors
         render.error(_usage_message(exc))
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        render.silence_stdout()
+        return 0
     except OSError as exc:
         render.error(_os_message(exc))
         return EXIT_FAILURE
@@ -160,7 +205,32 @@ def run(args: Sequence[str]) -> int:
         return EXIT_FAILURE
 
 
-def _usage_message(exc: typer.TyperException) -> str:
+def _report(exc: SiError) -> None:
+    """One error line on stderr; with the profile's ``log.debug``, hub errors also go to stdout
+    as an object (STH's debug output, which scripts parse for ``apiStatusCode``)."""
+    render.error(str(exc))
+    status = getattr(exc, "status", None)
+    if not _current or not hasattr(exc, "reply"):
+        return
+    state = _current[0]
+    try:
+        if not state.profile.debug:
+            return
+        renderer = state.renderer
+    except SiError:
+        return
+    renderer.show(
+        {
+            "error": True,
+            "message": str(exc),
+            "url": getattr(exc, "url", None),
+            "apiStatusCode": str(status) if status is not None else None,
+            "apiError": getattr(exc, "reply", None),
+        }
+    )
+
+
+def _usage_message(exc: click.ClickException) -> str:
     message = exc.format_message()
     ctx = getattr(exc, "ctx", None)
     if ctx is not None:
@@ -177,7 +247,10 @@ def _os_message(exc: OSError) -> str:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Console entry point (``si``, ``python -m si``)."""
     try:
-        code = run(sys.argv[1:] if argv is None else argv)
+        if COMPLETE_VAR in os.environ:
+            code = completion.complete(cli, os.environ[COMPLETE_VAR])
+        else:
+            code = run(sys.argv[1:] if argv is None else argv)
     except KeyboardInterrupt:  # arrived outside the command, e.g. while importing
         code = EXIT_INTERRUPTED
     sys.exit(code)

@@ -1,16 +1,18 @@
-"""What every command group shares: the global options' state, the hub client, group set-up.
+"""What every command group shares: the global options' state, the hub client, command groups
+with aliases, and argument types that complete live ids.
 
-Kept free of heavy imports (httpx, the daemon): ``si --help`` imports this module.
+Kept free of heavy imports: ``si --help`` imports this module.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import typer
+import click
 
 from si.cli import render
 from si.cli.render import OutputFormat, Renderer
@@ -18,87 +20,277 @@ from si.cli.session import Session, SessionKey
 from si.errors import SiError
 
 if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
+    from si.cli.profile import Profile
     from si.client import HubClient
 
-# Settings shared by every Typer app of the CLI: plain click help (rich is slow to import and
-# the help is short) and -h as in STH.
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+# Settings shared by every command: -h as in STH, and a wider help than click's 80 columns.
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+# Completion asks the hub for ids on every TAB: it must answer at once or not at all.
+COMPLETION_CONNECT_TIMEOUT = 0.3
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+if TYPE_CHECKING:
+    StringParam = click.ParamType[str]
+else:  # click's ParamType is generic only for type checkers in older releases
+    StringParam = click.ParamType
 
 
 @dataclass
 class CliState:
-    """The root options, handed to every command through ``ctx.obj``."""
+    """The root options, handed to every command through the root context's ``obj``.
+
+    Attributes:
+        hub: ``--hub`` (or ``SI_HUB``, which click reads for it).
+        output_format: ``--format`` / ``SI_FORMAT``; ``None`` means "the profile's".
+        profile_name: ``--config NAME``.
+        profile_path: ``--config-path FILE``.
+        progress: ``--progress`` / ``--no-progress``; ``None`` means "on a terminal, for big
+            uploads".
+    """
 
     hub: str | None = None
-    output_format: OutputFormat = OutputFormat.pretty
+    output_format: OutputFormat | None = None
+    profile_name: str | None = None
+    profile_path: str | None = None
+    progress: bool | None = None
     session: Session = field(default_factory=Session)
+    _profile: Profile | None = None
+
+    @property
+    def profile(self) -> Profile:
+        """The profile chosen by sth-cli.md §4.3's precedence (loaded once)."""
+        if self._profile is None:
+            from si.cli.profile import select_profile
+
+            self._profile = select_profile(self.profile_path, self.profile_name)
+        return self._profile
+
+    @property
+    def format(self) -> OutputFormat:
+        """``--format``, else ``SI_FORMAT``, else the profile's ``log.format``."""
+        if self.output_format is not None:
+            return self.output_format
+        return OutputFormat(self.profile.log_format)
 
     @property
     def renderer(self) -> Renderer:
-        return Renderer(self.output_format)
+        return Renderer(self.format)
 
     def hub_address(self) -> str:
-        """``--hub``, else ``SI_HUB`` (both parsed by the root), else the default socket."""
+        """``--hub``, else ``SI_HUB``, else the profile's ``apiUrl``, else the local hub."""
         if self.hub:
             return self.hub
+        if self.profile.api_url:
+            return self.profile.api_url
         from si.paths import default_hub_address
 
         return default_hub_address()
 
-    def client(self) -> HubClient:
+    def client(self, **options: Any) -> HubClient:
         """A client of the selected hub; use it in a ``with`` block."""
-        _import_httpcore_without_trio()
         from si.client import HubClient
 
-        return HubClient(self.hub_address())
+        return HubClient(self.hub_address(), **options)
 
 
-def _import_httpcore_without_trio() -> None:
-    """Import httpcore while hiding trio, which httpcore probes for at import time.
-
-    The probe costs every hub command ~75 ms, and the synchronous client never uses trio. Safe
-    only in a CLI process: there nothing runs httpx's async client under trio (``si hub serve``,
-    which runs trio, never builds a client).
-    """
-    if "httpcore" in sys.modules or "trio" in sys.modules:
-        return
-    sys.modules["trio"] = None  # type: ignore[assignment]  # makes "import trio" fail fast
-    try:
-        import httpcore  # noqa: F401
-    finally:
-        del sys.modules["trio"]
-
-
-def state(ctx: typer.Context) -> CliState:
+def state(ctx: click.Context | None = None) -> CliState:
     """The :class:`CliState` the root callback stored (a default one when run standalone)."""
-    root = ctx.find_root()
+    root = (ctx or click.get_current_context()).find_root()
     if not isinstance(root.obj, CliState):
-        root.obj = CliState()
+        # Shell completion parses without running the root callback: build it from the
+        # options click parsed (SI_HUB included, through --hub's envvar).
+        params = root.params
+        output_format = params.get("output_format")
+        root.obj = CliState(
+            hub=params.get("hub") or None,
+            output_format=OutputFormat(output_format.lower()) if output_format else None,
+            profile_name=params.get("profile_name"),
+            profile_path=params.get("profile_path"),
+        )
     return root.obj
 
 
-def new_group(help_text: str) -> typer.Typer:
-    """A command group that, called without a subcommand, shows its help on stderr and fails."""
-    group = typer.Typer(
-        help=help_text,
-        context_settings=CONTEXT_SETTINGS,
-        rich_markup_mode=None,
-        pretty_exceptions_enable=False,
-        add_completion=False,
-    )
-
-    @group.callback(invoke_without_command=True)
-    def _require_subcommand(ctx: typer.Context) -> None:
-        require_subcommand(ctx)
-
-    return group
+# -- groups with aliases --------------------------------------------------------------------------
 
 
-def require_subcommand(ctx: typer.Context) -> None:
-    """STH prints a group's help to stderr and exits 1 when no subcommand is given."""
-    if ctx.invoked_subcommand is None and not ctx.resilient_parsing:
-        render.help_to_stderr(ctx.get_help())
-        raise typer.Exit(1)
+class AliasGroup(click.Group):
+    """A command group whose commands may have aliases (``ls``/``list``, ``rm``/``delete``).
+
+    Aliases are accepted on the command line and shown in the help next to the command's name,
+    but not listed as commands of their own. Called without a subcommand, the group prints its
+    help to stderr and fails, as STH's groups do.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("context_settings", CONTEXT_SETTINGS)
+        super().__init__(*args, **kwargs)
+        self.aliases: dict[str, str] = {}
+
+    def add_alias(self, name: str, *aliases: str) -> None:
+        for alias in aliases:
+            self.aliases[alias] = name
+
+    def aliases_of(self, name: str) -> list[str]:
+        return [alias for alias, target in self.aliases.items() if target == name]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        # Report the canonical name, so "si seq list" runs (and helps as) "si seq ls".
+        name, command, rest = super().resolve_command(ctx, args)
+        return (command.name if command is not None else name), command, rest
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args and not ctx.resilient_parsing and not self.invoke_without_command:
+            render.help_to_stderr(ctx.get_help())
+            ctx.exit(1)
+        return super().parse_args(ctx, args)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is None or command.hidden:
+                continue
+            aliases = self.aliases_of(name)
+            label = f"{name} ({', '.join(aliases)})" if aliases else name
+            rows.append((label, command.get_short_help_str(limit=formatter.width)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        from click.shell_completion import CompletionItem
+
+        items = [
+            CompletionItem(name, help=command.get_short_help_str())
+            for name in self.list_commands(ctx)
+            if (command := self.get_command(ctx, name)) is not None
+            and not command.hidden
+            and name.startswith(incomplete)
+        ]
+        # Option names too, once the word starts with a dash.
+        items.extend(click.Command.shell_complete(self, ctx, incomplete))
+        return items
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        # Registration order reads better than alphabetical (ls, info, ... rm).
+        return list(self.commands)
+
+
+def group(name: str, help_text: str, *aliases: str, parent: AliasGroup | None = None) -> AliasGroup:
+    """A new :class:`AliasGroup`, added to ``parent`` under ``name`` and ``aliases``."""
+    new = AliasGroup(name=name, help=help_text)
+    if parent is not None:
+        parent.add_command(new)
+        parent.add_alias(name, *aliases)
+    return new
+
+
+def command(
+    parent: AliasGroup, name: str, *aliases: str, example: str | Sequence[str]
+) -> Callable[[F], click.Command]:
+    """Register a command with aliases and a help epilog showing one example."""
+    lines = [example] if isinstance(example, str) else list(example)
+    epilog = "\b\nExample:\n" + "\n".join(f"  {line}" for line in lines)
+
+    def decorate(function: F) -> click.Command:
+        cmd = click.command(name, epilog=epilog, context_settings=CONTEXT_SETTINGS)(function)
+        parent.add_command(cmd)
+        parent.add_alias(name, *aliases)
+        return cmd
+
+    return decorate
+
+
+# -- ids with live completion ---------------------------------------------------------------------
+
+
+def _live_ids(kind: str, incomplete: str) -> list[CompletionItem]:
+    """Ids of the running hub's sequences or instances; nothing (and silence) without a hub."""
+    from click.shell_completion import CompletionItem
+
+    try:
+        cli = state()
+        with cli.client(connect_timeout=COMPLETION_CONNECT_TIMEOUT) as client:
+            records = client.list_sequences() if kind == "sequence" else client.list_instances()
+    except Exception:
+        return []
+    items = []
+    for record in records:
+        identifier = record.get("id") if isinstance(record, dict) else None
+        if isinstance(identifier, str) and identifier.startswith(incomplete):
+            items.append(CompletionItem(identifier, help=_id_help(kind, record)))
+    return items
+
+
+def _id_help(kind: str, record: dict[str, Any]) -> str | None:
+    if kind == "sequence":
+        config = record.get("config")
+        return str(config.get("name")) if isinstance(config, dict) else None
+    sequence = record.get("sequence")
+    name = sequence.get("config", {}).get("name") if isinstance(sequence, dict) else None
+    return " ".join(str(part) for part in (name, record.get("status")) if part) or None
+
+
+class SequenceId(StringParam):
+    """A sequence id, or ``-`` for the last one; completes the hub's sequence ids."""
+
+    name = "sequence_id"
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        return _live_ids("sequence", incomplete)
+
+
+class InstanceId(StringParam):
+    """An instance id, or ``-`` for the last one; completes the hub's instance ids."""
+
+    name = "instance_id"
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        return _live_ids("instance", incomplete)
+
+
+class FileOrDir(StringParam):
+    """A path completed by the shell as a file (or a directory with ``directories``)."""
+
+    def __init__(self, directories: bool = False) -> None:
+        self.directories = directories
+        self.name = "directory" if directories else "file"
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(incomplete, type="dir" if self.directories else "file")]
+
+
+SEQUENCE_ID = SequenceId()
+INSTANCE_ID = InstanceId()
+FILE = FileOrDir()
+DIRECTORY = FileOrDir(directories=True)
+
+
+def sequence_argument(function: F) -> F:
+    return click.argument("sequence", metavar="ID|-", type=SEQUENCE_ID)(function)
+
+
+def instance_argument(function: F) -> F:
+    return click.argument("instance", metavar="ID|-", type=INSTANCE_ID)(function)
+
+
+# -- small helpers --------------------------------------------------------------------------------
 
 
 def existing_file(path: str) -> Path:
@@ -107,6 +299,18 @@ def existing_file(path: str) -> Path:
     if not candidate.exists():
         raise SiError(f'File "{path}" not found.')
     return candidate
+
+
+def binary_stdin(what: str, *, allow_terminal: bool = True) -> Any:
+    """The process's stdin as bytes to upload.
+
+    Typing into an instance's input from a terminal is fine (end with Ctrl-D); a package is
+    binary, so ``allow_terminal=False`` refuses a terminal instead of waiting on it.
+    """
+    stream = sys.stdin.buffer
+    if not allow_terminal and stream.isatty():
+        raise SiError(f"give {what} as a file or pipe it in; stdin is a terminal")
+    return stream
 
 
 def remember(cli: CliState, **values: str) -> None:

@@ -1,58 +1,87 @@
-"""``si hub``: run a hub (``serve``) and ask one about itself (``version``).
+"""``si hub``: run a local hub (``serve``, ``stop``, ``status``) and ask a hub about itself.
 
 ``serve`` imports the daemon only when it runs, so the rest of the CLI stays quick to start.
+``serve --detach`` is for scripts and CI: it returns once the hub answers and prints a line to
+``eval`` (``eval "$(si hub serve --detach --home /tmp/h)"``).
 """
 
 from __future__ import annotations
 
+import shlex
+import sys
+import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+import click
 
-from si.cli.common import new_group, state
+from si.cli import render
+from si.cli.common import DIRECTORY, AliasGroup, command, group, state
+from si.errors import SiError
 
-app = new_group("Run a hub, or ask the hub about itself.")
+app: AliasGroup = group("hub", "Run a local hub, or ask the hub about itself.")
+
+# ``si hub status`` exits with this when no hub runs (systemctl's "not running" code), so
+# ``si hub status || si hub serve --detach`` works in scripts.
+EXIT_NOT_RUNNING = 3
+
+home_option = click.option(
+    "--home",
+    metavar="DIR",
+    type=DIRECTORY,
+    help="The hub's home directory (default: SI_HOME, else per-user directories).",
+)
 
 
-@app.command("serve")
+def _paths(home: str | None) -> Any:
+    from si.paths import HubPaths
+
+    return HubPaths.resolve(Path(home) if home else None)
+
+
+@command(
+    app,
+    "serve",
+    example=["si hub serve --home ./h", 'eval "$(si hub serve --detach --home /tmp/h)"'],
+)
+@home_option
+@click.option("--port", metavar="N", type=click.IntRange(0, 65535), help="Also serve on TCP.")
+@click.option("--host", metavar="ADDR", help="TCP address to bind (default 127.0.0.1).")
+@click.option("-K", "--kill-on-exit", is_flag=True, help="Kill every instance when the hub stops.")
+@click.option(
+    "--retention",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    help="How long a finished instance stays readable (default 180).",
+)
+@click.option(
+    "-d",
+    "--detach",
+    is_flag=True,
+    help="Run in the background; print 'export SI_HUB=...' once the hub answers.",
+)
 def serve(
-    home: Annotated[
-        Path | None,
-        typer.Option(
-            "--home",
-            metavar="DIR",
-            help="Keep all state under DIR (default: SI_HOME, else per-user directories).",
-        ),
-    ] = None,
-    port: Annotated[
-        int | None,
-        typer.Option("--port", metavar="N", min=0, max=65535, help="Also serve the API on TCP."),
-    ] = None,
-    host: Annotated[
-        str | None,
-        typer.Option("--host", metavar="ADDR", help="TCP address to bind (default 127.0.0.1)."),
-    ] = None,
-    kill_on_exit: Annotated[
-        bool,
-        typer.Option("-K", "--kill-on-exit", help="Kill every instance when the hub stops."),
-    ] = False,
-    retention: Annotated[
-        float | None,
-        typer.Option(
-            "--retention",
-            metavar="SECONDS",
-            min=0,
-            help="How long a finished instance stays readable (default 180).",
-        ),
-    ] = None,
+    home: str | None,
+    port: int | None,
+    host: str | None,
+    kill_on_exit: bool,
+    retention: float | None,
+    detach: bool,
 ) -> None:
-    """Run the hub in the foreground until interrupted."""
+    """Run the hub (in the foreground until interrupted, or in the background with -d)."""
+    if detach:
+        _serve_detached(home, port, host, kill_on_exit, retention)
+        return
     from si.daemon.options import HubOptions
     from si.daemon.serve import serve_hub
 
     # Unset options are left out so HubOptions' own defaults stay the single source of truth.
-    given: dict[str, Any] = {"home": home, "port": port, "host": host, "retention": retention}
+    given: dict[str, Any] = {
+        "home": Path(home) if home else None,
+        "port": port,
+        "host": host,
+        "retention": retention,
+    }
     options = HubOptions(
         kill_on_exit=kill_on_exit,
         **{key: value for key, value in given.items() if value is not None},
@@ -60,10 +89,126 @@ def serve(
     raise SystemExit(serve_hub(options))
 
 
-@app.command("version")
-def version(ctx: typer.Context) -> None:
+def _serve_detached(
+    home: str | None,
+    port: int | None,
+    host: str | None,
+    kill_on_exit: bool,
+    retention: float | None,
+) -> None:
+    from si.cli import hubctl
+
+    paths = _paths(home)
+    args: list[str] = []
+    if home:
+        args += ["--home", str(Path(home).absolute())]
+    if port is not None:
+        args += ["--port", str(port)]
+    if host:
+        args += ["--host", host]
+    if kill_on_exit:
+        args.append("--kill-on-exit")
+    if retention is not None:
+        args += ["--retention", repr(retention)]
+    pid = hubctl.detach(args, paths)
+    render.message(f"hub started in the background (pid {pid}); stop it with 'si hub stop'")
+    sys.stdout.write(f"export SI_HUB={shlex.quote(str(paths.socket))}\n")
+    sys.stdout.flush()
+
+
+@command(app, "stop", example=["si hub stop --home /tmp/h"])
+@home_option
+@click.option(
+    "--timeout",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    default=15,
+    show_default=True,
+    help="How long the hub gets to shut down.",
+)
+@click.option("--force", is_flag=True, help="Kill the hub if it has not stopped in time.")
+def stop(home: str | None, timeout: float, force: bool) -> None:
+    """Stop the local hub of a home (its instances keep running unless it was started -K)."""
+    from si.cli import hubctl
+
+    paths = _paths(home)
+    running = hubctl.find_hub(paths)
+    if running is None:
+        render.message(f"no hub is running (lock: {paths.lock})")
+        return
+    if not hubctl.stop(running, timeout, force):
+        raise SiError(f"the hub (pid {running.pid}) did not stop within {timeout:g} s; try --force")
+    render.message(f"hub stopped (pid {running.pid})")
+
+
+@command(app, "status", example=["si hub status --home /tmp/h --format json"])
+@home_option
+def status(home: str | None) -> None:
+    """Tell whether a local hub runs on a home, and what it serves (exit 3 if none runs)."""
+    from si.cli import hubctl
+    from si.client import HubClient, HubError
+
+    cli = state()
+    paths = _paths(home)
+    running = hubctl.find_hub(paths)
+    report: dict[str, Any] = {"running": running is not None}
+    if running is not None:
+        report["pid"] = running.pid
+    report["socket"] = str(paths.socket)
+    report["lock"] = str(paths.lock)
+    if running is None:
+        cli.renderer.show(report)
+        raise click.exceptions.Exit(EXIT_NOT_RUNNING)
+    began = hubctl.started_at(running.pid)
+    if began is not None:
+        report["uptime"] = _duration(time.time() - began)
+    try:
+        with HubClient(str(paths.socket), connect_timeout=2) as client:
+            report["version"] = client.version().get("version")
+            report["sequences"] = len(client.list_sequences())
+            report["instances"] = len(client.list_instances())
+    except HubError as exc:
+        report["answering"] = False
+        report["error"] = str(exc)
+    cli.renderer.show(report)
+
+
+def _duration(seconds: float) -> str:
+    whole = max(0, int(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+@command(app, "version", example="si hub version")
+def version() -> None:
     """Show the hub's service name and version."""
-    cli = state(ctx)
+    cli = state()
     with cli.client() as client:
         reply = client.version()
     cli.renderer.show(reply)
+
+
+@command(app, "load", example="si hub load --format json")
+def load() -> None:
+    """Show the hub machine's load, memory and disk space."""
+    cli = state()
+    with cli.client() as client:
+        reply = client.load_check()
+    cli.renderer.show(reply)
+
+
+@command(app, "logs", example="si hub logs | si util lf")
+def logs() -> None:
+    """Copy the hub's log (NDJSON) to stdout: its history, then new lines (until interrupted)."""
+    cli = state()
+    with cli.client() as client:
+        cli.renderer.stream(client.hub_log())
+
+
+@command(app, "audit", example="si hub audit")
+def audit() -> None:
+    """Copy the hub's audit stream (NDJSON) to stdout (until interrupted)."""
+    cli = state()
+    with cli.client() as client:
+        cli.renderer.stream(client.audit())

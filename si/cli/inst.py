@@ -1,117 +1,384 @@
-"""``si inst|instance``: list, inspect, feed, read, stop and kill instances.
+"""``si inst|instance``: list, inspect, feed, read, signal and restart instances.
 
-Every ``ID`` accepts ``-`` for the instance started last in this session. ``output`` copies the
-instance's output stream to stdout byte for byte; ``input`` streams a file (or stdin) into it.
+Every ``ID`` (except in ``inst use``) accepts ``-`` for the instance used last in this session.
+Streams (``output``, ``stdout``, ``stderr``, ``log``, ``event on --stream``) are copied to stdout
+byte for byte as they arrive, and follow the hub through a restart. Uploads (``input``,
+``stdin``, ``inout``) read a file, or stdin when no file is given.
 """
 
 from __future__ import annotations
 
+import json
 import sys
-from typing import Annotated
+import threading
+import time
+from typing import IO, Any
 
-import typer
+import click
 
-from si.cli.common import existing_file, forget, new_group, state
+from si.cli import render
+from si.cli.common import (
+    FILE,
+    INSTANCE_ID,
+    AliasGroup,
+    CliState,
+    binary_stdin,
+    command,
+    existing_file,
+    forget,
+    group,
+    instance_argument,
+    remember,
+    state,
+)
+from si.errors import SiError
 
-app = new_group("Inspect and control running instances (alias: instance).")
+app: AliasGroup = group("inst", "Inspect, feed, read and control instances.")
+events: AliasGroup = group(
+    "event", "Send events to an instance, or wait for its events.", parent=app
+)
 
-InstanceArg = Annotated[
-    str, typer.Argument(metavar="ID|-", help="Instance id, or - (last started).")
-]
+# STH's default grace period for a stop (ms), used when the command line gives none.
+DEFAULT_STOP_TIMEOUT_MS = 7000
+# restart: how often and how long to wait for the killed instance to disappear.
+RESTART_POLL = 0.1
+RESTART_TIMEOUT = 30.0
+INOUT_TYPES = ("text/plain", "application/octet-stream", "application/x-ndjson")
 
 
-@app.command("ls")
-@app.command("list", hidden=True)
-def list_instances(ctx: typer.Context) -> None:
-    """List the hub's instances (alias: list)."""
-    cli = state(ctx)
+def _resolve(cli: CliState, instance: str) -> str:
+    return cli.session.resolve(instance, "lastInstanceId")
+
+
+def _stream(name: str, instance: str, query: dict[str, str] | None = None) -> None:
+    cli = state()
+    instance_id = _resolve(cli, instance)
+    with cli.client() as client:
+        cli.renderer.stream(client.instance_stream(instance_id, name, query=query))
+
+
+def _source(file: str | None, what: str) -> Any:
+    """The body to upload: the file, or stdin when no file is given."""
+    if file is None:
+        return binary_stdin(what)
+    return existing_file(file).open("rb")
+
+
+def _close(body: Any) -> None:
+    if body is not sys.stdin.buffer:
+        body.close()
+
+
+# -- listing and inspecting ------------------------------------------------------------------------
+
+
+@command(app, "ls", "list", example=["si inst ls", "si inst ls --format json"])
+def list_instances() -> None:
+    """List the hub's instances: id, sequence, status, age, pid."""
+    cli = state()
     with cli.client() as client:
         records = client.list_instances()
     cli.renderer.instances(records)
 
 
-@app.command("info")
-def info(ctx: typer.Context, instance: InstanceArg) -> None:
-    """Show one instance."""
-    cli = state(ctx)
-    instance_id = cli.session.resolve(instance, "lastInstanceId")
+@command(app, "use", example="si inst use 0d3f6c1e-8a4b-4c2d-9e1f-2a3b4c5d6e7f")
+@click.argument("instance", metavar="ID", type=INSTANCE_ID)
+def use(instance: str) -> None:
+    """Make an instance the one - stands for (checked with the hub first)."""
+    from si.client import HubError
+
+    cli = state()
+    with cli.client() as client:
+        try:
+            client.get_instance(instance)
+        except HubError as exc:
+            if exc.status == 404:
+                raise SiError(f"Unable to find instance {instance}") from None
+            raise
+    remember(cli, lastInstanceId=instance)
+
+
+@command(app, "info", example="si inst info -")
+@instance_argument
+def info(instance: str) -> None:
+    """Show one instance (status, times, exit code and reason once it ended)."""
+    cli = state()
+    instance_id = _resolve(cli, instance)
     with cli.client() as client:
         record = client.get_instance(instance_id)
     cli.renderer.show(record)
 
 
-@app.command("output")
-def output(ctx: typer.Context, instance: InstanceArg) -> None:
-    """Copy the instance's output to stdout until it ends (follows hub restarts)."""
-    cli = state(ctx)
-    instance_id = cli.session.resolve(instance, "lastInstanceId")
+@command(app, "health", example="si inst health -")
+@instance_argument
+def health(instance: str) -> None:
+    """Show the instance's last health report."""
+    cli = state()
+    instance_id = _resolve(cli, instance)
     with cli.client() as client:
-        cli.renderer.stream(client.instance_stream(instance_id, "output"))
+        record = client.instance_health(instance_id)
+    cli.renderer.show(record)
 
 
-@app.command("input")
-def input_(
-    ctx: typer.Context,
-    instance: InstanceArg,
-    file: Annotated[
-        str | None,
-        typer.Argument(metavar="FILE", help="Data to send (default: stdin).", show_default=False),
-    ] = None,
-    content_type: Annotated[
-        str,
-        typer.Option(
-            "-t", "--content-type", metavar="TYPE", help="How the sequence should read the data."
-        ),
-    ] = "text/plain",
-    end: Annotated[
-        bool, typer.Option("-e", "--end", help="Close the instance's input after this data.")
-    ] = False,
-) -> None:
-    """Send a file, or stdin, to the instance's input."""
-    cli = state(ctx)
-    instance_id = cli.session.resolve(instance, "lastInstanceId")
+# -- streams out -----------------------------------------------------------------------------------
+
+
+@command(app, "output", example="si inst output - | head -3")
+@instance_argument
+def output(instance: str) -> None:
+    """Copy the instance's output to stdout until it ends."""
+    _stream("output", instance)
+
+
+@command(app, "stdout", example="si inst stdout -")
+@instance_argument
+def stdout(instance: str) -> None:
+    """Copy what the sequence writes to its stdout."""
+    _stream("stdout", instance)
+
+
+@command(app, "stderr", example="si inst stderr -")
+@instance_argument
+def stderr(instance: str) -> None:
+    """Copy what the sequence writes to its stderr."""
+    _stream("stderr", instance)
+
+
+@command(app, "log", example=["si inst log - --tail 20 | si util lf"])
+@instance_argument
+@click.option(
+    "--tail", metavar="N", type=click.IntRange(min=0), help="Start with the last N lines only."
+)
+def log(instance: str, tail: int | None) -> None:
+    """Copy the instance's log (NDJSON): what was logged so far, then new lines as they come."""
+    _stream("log", instance, {"tail": str(tail)} if tail is not None else None)
+
+
+# -- streams in ------------------------------------------------------------------------------------
+
+
+@command(app, "input", example=["si inst input - data.txt --end", "seq 10 | si inst input - -e"])
+@instance_argument
+@click.argument("file", metavar="[FILE]", required=False, type=FILE)
+@click.option(
+    "-t",
+    "--content-type",
+    metavar="TYPE",
+    default="text/plain",
+    show_default=True,
+    help="How the sequence reads the data (text/plain, application/octet-stream, "
+    "application/x-ndjson).",
+)
+@click.option("-e", "--end", is_flag=True, help="Close the instance's input after this data.")
+def input_(instance: str, file: str | None, content_type: str, end: bool) -> None:
+    """Send a file, or stdin, to the instance's input (kept open for more unless --end)."""
+    cli = state()
+    instance_id = _resolve(cli, instance)
+    body = _source(file, "the input")
+    try:
+        with cli.client() as client:
+            client.send_input(instance_id, body, content_type, end=end)
+    finally:
+        _close(body)
+
+
+@command(app, "stdin", example="echo hello | si inst stdin -")
+@instance_argument
+@click.argument("file", metavar="[FILE]", required=False, type=FILE)
+def stdin(instance: str, file: str | None) -> None:
+    """Send a file, or stdin, to the sequence's process stdin."""
+    cli = state()
+    instance_id = _resolve(cli, instance)
+    body = _source(file, "the data")
+    try:
+        with cli.client() as client:
+            client.send_stdin(instance_id, body)
+    finally:
+        _close(body)
+
+
+@command(app, "inout", example="seq 3 | si inst inout - -t text/plain")
+@instance_argument
+@click.argument("file", metavar="[FILE]", required=False, type=FILE)
+@click.option(
+    "-t",
+    "--content-type",
+    type=click.Choice(INOUT_TYPES),
+    help="How the sequence reads the data.",
+)
+def inout(instance: str, file: str | None, content_type: str | None) -> None:
+    """Send a file, or stdin, to the input and copy the output to stdout at the same time."""
+    cli = state()
+    instance_id = _resolve(cli, instance)
+    body = _source(file, "the input")
+    try:
+        with cli.client() as client:
+            cli.renderer.stream(client.inout(instance_id, body, content_type))
+    finally:
+        _close(body)
+
+
+@command(app, "stdio", "attach", example="si inst attach -")
+@instance_argument
+def stdio(instance: str) -> None:
+    """Attach this terminal: stdin to the sequence's stdin, its stdout and stderr to ours.
+
+    Ends when the instance's stdout and stderr end.
+    """
+    cli = state()
+    instance_id = _resolve(cli, instance)
+    failures: list[BaseException] = []
     with cli.client() as client:
-        if file is None:
-            client.send_input(instance_id, sys.stdin.buffer, content_type, end=end)
-        else:
-            with existing_file(file).open("rb") as body:
-                client.send_input(instance_id, body, content_type, end=end)
+
+        def copy(name: str, target: IO[bytes]) -> None:
+            try:
+                for chunk in client.instance_stream(instance_id, name):
+                    target.write(chunk)
+                    target.flush()
+            except BrokenPipeError:
+                pass
+            except BaseException as exc:
+                failures.append(exc)
+
+        def feed() -> None:
+            try:
+                client.send_stdin(instance_id, sys.stdin.buffer)
+            except Exception as exc:
+                render.warning(f"stdin: {exc}")
+
+        # stdin is read in a daemon thread: a terminal nobody types into must not keep us here.
+        threading.Thread(target=feed, name="si-stdin", daemon=True).start()
+        readers = [
+            threading.Thread(target=copy, args=("stdout", sys.stdout.buffer), daemon=True),
+            threading.Thread(target=copy, args=("stderr", sys.stderr.buffer), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            while reader.is_alive():
+                reader.join(0.2)
+    if failures:
+        raise failures[0]
 
 
-@app.command("kill")
-def kill(
-    ctx: typer.Context,
-    instance: InstanceArg,
-    remove_immediately: Annotated[
-        bool,
-        typer.Option(
-            "--removeImmediately", help="Drop the instance at once, without the retention period."
-        ),
-    ] = False,
-) -> None:
+# -- control ---------------------------------------------------------------------------------------
+
+
+@command(app, "stop", example="si inst stop - 5000")
+@instance_argument
+@click.argument("timeout_ms", metavar="[TIMEOUT_MS]", required=False, type=click.IntRange(min=0))
+def stop(instance: str, timeout_ms: int | None) -> None:
+    """Ask an instance to stop within TIMEOUT_MS (default 7000); the hub replies after it."""
+    cli = state()
+    instance_id = _resolve(cli, instance)
+    with cli.client() as client:
+        reply = client.stop_instance(
+            instance_id, DEFAULT_STOP_TIMEOUT_MS if timeout_ms is None else timeout_ms
+        )
+    cli.renderer.show(reply)
+
+
+@command(app, "kill", example="si inst kill - --removeImmediately")
+@instance_argument
+@click.option(
+    "--removeImmediately",
+    "--remove-immediately",
+    "remove_immediately",
+    is_flag=True,
+    help="Drop the instance at once, without the retention period.",
+)
+def kill(instance: str, remove_immediately: bool) -> None:
     """Kill an instance."""
-    cli = state(ctx)
-    instance_id = cli.session.resolve(instance, "lastInstanceId")
+    cli = state()
+    instance_id = _resolve(cli, instance)
     with cli.client() as client:
         reply = client.kill_instance(instance_id, remove_immediately=remove_immediately)
     forget(cli, "lastInstanceId", instance_id)
     cli.renderer.show(reply)
 
 
-@app.command("stop")
-def stop(
-    ctx: typer.Context,
-    instance: InstanceArg,
-    timeout_ms: Annotated[
-        int,
-        typer.Argument(
-            metavar="TIMEOUT_MS", min=0, help="Milliseconds the sequence gets to finish."
-        ),
-    ],
-) -> None:
-    """Ask an instance to stop gracefully; replies after the timeout."""
-    cli = state(ctx)
-    instance_id = cli.session.resolve(instance, "lastInstanceId")
+@command(app, "restart", example="si inst restart -")
+@instance_argument
+def restart(instance: str) -> None:
+    """Kill an instance and start its sequence again with the same id, config, args and topics."""
+    from si.client import HubError
+
+    cli = state()
+    instance_id = _resolve(cli, instance)
     with cli.client() as client:
-        reply = client.stop_instance(instance_id, timeout_ms)
+        record = client.get_instance(instance_id)
+        sequence = record.get("sequence")
+        sequence_id = sequence.get("id") if isinstance(sequence, dict) else sequence
+        if not isinstance(sequence_id, str) or not sequence_id:
+            raise SiError(f"the hub did not say which sequence instance {instance_id} runs")
+        try:
+            kill_reply: Any = client.kill_instance(instance_id, remove_immediately=True)
+        except HubError as exc:
+            if exc.status != 400:  # 400: not running any more; it only has to go away
+                raise
+            kill_reply = exc.reply
+        deadline = time.monotonic() + RESTART_TIMEOUT
+        while True:
+            try:
+                client.get_instance(instance_id)
+            except HubError as exc:
+                if exc.status == 404:
+                    break
+                raise
+            if time.monotonic() > deadline:
+                raise SiError(f"instance {instance_id} did not go away; it cannot be restarted")
+            time.sleep(RESTART_POLL)
+        payload: dict[str, Any] = {
+            "instanceId": instance_id,
+            "appConfig": record.get("appConfig") or {},
+        }
+        if record.get("args"):
+            payload["args"] = record["args"]
+        for source, target in (("requires", "inputTopic"), ("provides", "outputTopic")):
+            if isinstance(record.get(source), str) and record[source]:
+                payload[target] = record[source]
+        start_reply = client.start_sequence(sequence_id, payload)
+    remember(cli, lastInstanceId=instance_id)
+    cli.renderer.show({"killResponse": kill_reply, "seqStartResponse": start_reply})
+
+
+# -- events ----------------------------------------------------------------------------------------
+
+
+@command(events, "emit", "invoke", example="si inst event emit - ping 'hello there'")
+@instance_argument
+@click.argument("name", metavar="EVENT")
+@click.argument("payload", metavar="[PAYLOAD]", required=False)
+@click.option("-j", "--json", "as_json", is_flag=True, help="Send PAYLOAD parsed as JSON.")
+def emit(instance: str, name: str, payload: str | None, as_json: bool) -> None:
+    """Send the event EVENT to the instance, with PAYLOAD as its message (a string)."""
+    cli = state()
+    instance_id = _resolve(cli, instance)
+    message: Any = payload
+    if as_json and payload is not None:
+        try:
+            message = json.loads(payload)
+        except ValueError as exc:
+            raise SiError(f"the payload is not JSON: {exc}") from None
+    with cli.client() as client:
+        reply = client.emit_event(instance_id, name, message)
     cli.renderer.show(reply)
+
+
+@command(events, "on", example=["si inst event on - done --next", "si inst event on - tick -s"])
+@instance_argument
+@click.argument("name", metavar="EVENT")
+@click.option("-n", "--next", "wait_next", is_flag=True, help="Wait for the next one.")
+@click.option("-s", "--stream", "as_stream", is_flag=True, help="Print every one, as JSON lines.")
+def on(instance: str, name: str, wait_next: bool, as_stream: bool) -> None:
+    """Print the instance's last EVENT message (or wait for the first), as JSON."""
+    if wait_next and as_stream:
+        raise SiError("use --next or --stream, not both")
+    cli = state()
+    instance_id = _resolve(cli, instance)
+    with cli.client() as client:
+        if as_stream:
+            cli.renderer.stream(client.event_stream(instance_id, name))
+            return
+        value = client.get_event(instance_id, name, wait_next=wait_next)
+    cli.renderer.json_value(value)

@@ -39,7 +39,7 @@ class OutputClosed(Exception):
     """Whoever read stdout went away (a closed pipe); the command should end quietly."""
 
 
-def _silence_stdout() -> None:
+def silence_stdout() -> None:
     """Point stdout at /dev/null so the interpreter's final flush cannot fail again.
 
     This is the remedy the Python docs give for SIGPIPE-less programs writing into a closed pipe.
@@ -58,7 +58,7 @@ def binary_stdout() -> Iterator[BinaryIO]:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         raise OutputClosed from None
 
 
@@ -67,8 +67,18 @@ def _write_stdout(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         raise OutputClosed from None
+
+
+def write_text(text: str) -> None:
+    """Text on stdout as it is."""
+    _write_stdout(text)
+
+
+def write_line(text: str) -> None:
+    """One line on stdout, flushed at once (a pipe reader sees it as it happens)."""
+    _write_stdout(text + "\n")
 
 
 def _stderr_colour(text: str, code: str) -> str:
@@ -91,6 +101,12 @@ def error(message: str) -> None:
 def warning(message: str) -> None:
     """Print ``Warning: <message>`` as one line on stderr."""
     sys.stderr.write(f"{_stderr_colour('Warning:', '33')} {_one_line(message)}\n")
+    sys.stderr.flush()
+
+
+def message(text: str) -> None:
+    """An informational line on stderr (STH prints its notices there, results on stdout)."""
+    sys.stderr.write(text.rstrip("\n") + "\n")
     sys.stderr.flush()
 
 
@@ -133,6 +149,27 @@ class Renderer:
         lines = _pretty_lines(value, 0)
         if lines:
             _write_stdout("\n".join(lines) + "\n")
+
+    def lines(self, values: Sequence[Any]) -> None:
+        """A list of scalars (ids): one per line in pretty format, a JSON array in json."""
+        if self.format is OutputFormat.json:
+            _write_stdout(_compact(list(values)) + "\n")
+            return
+        if values:
+            _write_stdout("".join(f"{_cell(value)}\n" for value in values))
+
+    def json_value(self, value: Any) -> None:
+        """One value as JSON whatever the format (STH's ``inst event on``); falsy prints nothing."""
+        if value is None or value == "" or value is False:
+            return
+        _write_stdout(_compact(value) + "\n")
+
+    def table(self, header: list[str], rows: list[list[Any]], records: Sequence[Any]) -> None:
+        """A table in pretty format; the records as one JSON array in json."""
+        if self.format is OutputFormat.json:
+            _write_stdout(_compact(list(records)) + "\n")
+            return
+        self._table(header, [[_cell(cell) for cell in row] for row in rows])
 
     def sequences(self, records: Sequence[Any]) -> None:
         """A list of sequence records: a table in pretty format."""

@@ -1,4 +1,4 @@
-"""``si seq|sequence``: pack, send, start, list, inspect and remove sequences.
+"""``si seq|sequence``: pack, send, start, deploy, list, inspect, update and remove sequences.
 
 Each command parses its arguments, calls :mod:`si.package` or the hub client, and hands the result
 to the renderer. ``-`` in place of an id or package path means "the last one" (see
@@ -7,22 +7,44 @@ to the renderer. ``-`` in place of an id or package path means "the last one" (s
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
+import threading
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any, TypeVar
 
-import typer
+import click
 
 from si.cli import render
-from si.cli.common import CliState, existing_file, forget, new_group, remember, state
+from si.cli.common import (
+    DIRECTORY,
+    FILE,
+    SEQUENCE_ID,
+    AliasGroup,
+    CliState,
+    binary_stdin,
+    command,
+    existing_file,
+    forget,
+    group,
+    remember,
+    sequence_argument,
+    state,
+)
 from si.errors import SiError
 
-app = new_group("Pack, send, start and manage sequences (alias: sequence).")
+app: AliasGroup = group("seq", "Pack, send, start and manage sequences.")
 
 # The keys of a start request (sth-cli.md §6.1); a startup-config file may hold any of them.
 START_KEYS = ("appConfig", "args", "instanceId", "inputTopic", "outputTopic", "limits")
 # STH checks the length of a caller-chosen instance id (a UUID's textual length).
 INSTANCE_ID_LENGTH = 36
+# Bytes per read when a directory is packed straight into an upload.
+PACK_CHUNK = 64 * 1024
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _print_manifest_warnings(directory: Path) -> None:
@@ -33,65 +55,128 @@ def _print_manifest_warnings(directory: Path) -> None:
         render.warning(message)
 
 
-@app.command("pack")
-def pack(
-    ctx: typer.Context,
-    directory: Annotated[Path, typer.Argument(metavar="DIR", help="The sequence's directory.")],
-    output: Annotated[
-        Path | None,
-        typer.Option("-o", "--output", metavar="FILE", help="Archive path (default: DIR.tar.gz)."),
-    ] = None,
-    to_stdout: Annotated[
-        bool, typer.Option("-c", "--stdout", help="Write the archive to stdout (ignores -o).")
-    ] = False,
-) -> None:
-    """Pack a sequence directory into a .tar.gz package."""
+# -- pack ------------------------------------------------------------------------------------------
+
+
+@command(app, "pack", example=["si seq pack ./my-sequence -o my-sequence.tar.gz"])
+@click.argument("directory", metavar="DIR", type=DIRECTORY)
+@click.option(
+    "-o", "--output", metavar="FILE", type=FILE, help="Archive path (default: DIR.tar.gz)."
+)
+@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write the archive to stdout.")
+def pack(directory: str, output: str | None, to_stdout: bool) -> None:
+    """Pack a sequence directory into a .tar.gz package (-c ignores -o)."""
     from si.package.pack import pack_directory, pack_to_file
 
-    cli = state(ctx)
-    _print_manifest_warnings(directory)
+    cli = state()
+    source = Path(directory)
+    _print_manifest_warnings(source)
     if to_stdout:
         with render.binary_stdout() as out:
             if out.isatty():
                 raise SiError("refusing to write an archive to a terminal; use -o or a pipe")
-            pack_directory(directory, out)
+            pack_directory(source, out)
         return
-    archive = pack_to_file(directory, output)
+    archive = pack_to_file(source, Path(output) if output is not None else None)
     remember(cli, lastPackagePath=str(Path(archive).absolute()))
 
 
-@app.command("send")
-def send(
-    ctx: typer.Context,
-    package: Annotated[
-        str,
-        typer.Argument(
-            metavar="FILE|DIR|-", help="A .tar.gz package, a directory to pack, or - (last packed)."
-        ),
-    ],
-) -> None:
-    """Upload a package to the hub; prints the new sequence's _id."""
-    cli = state(ctx)
-    path = Path(cli.session.resolve(package, "lastPackagePath"))
-    if path.is_dir():
-        import tempfile
-
-        from si.package.pack import pack_to_file
-
-        _print_manifest_warnings(path)
-        with tempfile.TemporaryDirectory(prefix="si-send-") as scratch:
-            archive = pack_to_file(path, Path(scratch) / f"{path.absolute().name}.tar.gz")
-            sequence_id, api_base = _upload(cli, Path(archive))
-    else:
-        sequence_id, api_base = _upload(cli, existing_file(str(path)))
-    remember(cli, lastSequenceId=sequence_id)
-    cli.renderer.show(render.sequence_handle(sequence_id, api_base))
+# -- uploads ---------------------------------------------------------------------------------------
 
 
-def _upload(cli: CliState, archive: Path) -> tuple[str, str]:
-    with cli.client() as client, archive.open("rb") as body:
-        reply = client.send_sequence(body)
-        return _reply_id(reply, "sequence"), client.address
+def packed_chunks(directory: Path, tee: Path | None = None) -> Generator[bytes, None, None]:
+    """The package of ``directory`` as it is packed, without a temporary file.
+
+    A thread packs into a pipe while the caller reads (and uploads) the other end; ``tee``
+    also keeps a copy of the archive there.
+
+    Raises:
+        PackageError: the directory cannot be packed (checked before the first byte).
+    """
+    from si.package.pack import pack_directory
+
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            with open(write_fd, "wb") as sink:
+                pack_directory(directory, sink)
+        except BaseException as exc:  # handed to the reading side
+            failure.append(exc)
+
+    producer = threading.Thread(target=produce, name="si-pack", daemon=True)
+    producer.start()
+    copy = open(tee, "wb") if tee is not None else None  # noqa: SIM115 - closed below
+    try:
+        with open(read_fd, "rb") as source:
+            while chunk := source.read1(PACK_CHUNK):
+                if copy is not None:
+                    copy.write(chunk)
+                yield chunk
+        producer.join()
+        if failure:
+            raise failure[0]
+    finally:
+        if copy is not None:
+            copy.close()
+
+
+def _counted(chunks: Iterator[bytes], bar: Any) -> Iterator[bytes]:
+    for chunk in chunks:
+        bar.advance(len(chunk))
+        yield chunk
+
+
+def upload_package(
+    cli: CliState,
+    source: Path | None,
+    send: Callable[[Any], dict[str, Any]],
+    *,
+    tee: Path | None = None,
+) -> str:
+    """Upload a package (file, directory packed on the fly, or stdin when ``source`` is None)
+    with ``send`` (a HubClient method); returns the sequence id the hub answered."""
+    from si.cli import progress
+
+    if source is None:
+        return _reply_id(send(binary_stdin("the package", allow_terminal=False)), "sequence")
+    if source.is_dir():
+        _print_manifest_warnings(source)
+        chunks = packed_chunks(source, tee)
+        try:
+            if progress.wanted(cli.progress, lambda: _unpacked_size(source)):
+                bar = progress.ProgressBar(None)
+                reply = send(_counted(chunks, bar))
+                bar.finish()
+            else:
+                reply = send(chunks)
+        finally:
+            chunks.close()
+        return _reply_id(reply, "sequence")
+    path = existing_file(str(source))
+    size = path.stat().st_size
+    with path.open("rb") as body:
+        if progress.wanted(cli.progress, size):
+            bar = progress.ProgressBar(size)
+            reply = send(progress.CountingReader(body, bar))
+            bar.finish()
+        else:
+            reply = send(body)
+    return _reply_id(reply, "sequence")
+
+
+def _unpacked_size(directory: Path) -> int:
+    """What a directory's files weigh before compression: decides whether to draw a bar."""
+    from si.package.pack import iter_package_members
+
+    total = 0
+    for _name, path in iter_package_members(directory):
+        try:
+            total += path.lstat().st_size
+        except OSError:
+            continue
+    return total
 
 
 def _reply_id(reply: dict[str, Any], what: str) -> str:
@@ -101,73 +186,146 @@ def _reply_id(reply: dict[str, Any], what: str) -> str:
     return identifier
 
 
-@app.command("start")
-def start(
-    ctx: typer.Context,
-    sequence: Annotated[str, typer.Argument(metavar="ID|-", help="Sequence id, or - (last sent).")],
-    positional: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="ARGS",
-            help="Arguments for the sequence, each a string (put -- before ones starting with -).",
-            show_default=False,
-        ),
-    ] = None,
-    args_json: Annotated[
-        str | None,
-        typer.Option("--args", metavar="JSON", help="Arguments as a JSON array (any values)."),
-    ] = None,
-    config_file: Annotated[
-        Path | None,
-        typer.Option(
-            "-f", "--config-file", metavar="FILE", help="appConfig from a JSON/YAML file."
-        ),
-    ] = None,
-    config_string: Annotated[
-        str | None,
-        typer.Option("-s", "--config-string", metavar="JSON", help="appConfig as a JSON string."),
-    ] = None,
-    inst_id: Annotated[
-        str | None, typer.Option("--inst-id", metavar="ID", help="A 36-character instance id.")
-    ] = None,
-    output_topic: Annotated[
-        str | None,
-        typer.Option("--output-topic", metavar="TOPIC", help="Send the output to this topic."),
-    ] = None,
-    input_topic: Annotated[
-        str | None,
-        typer.Option("--input-topic", metavar="TOPIC", help="Read the input from this topic."),
-    ] = None,
-    limits: Annotated[
-        str | None,
-        typer.Option("--limits", metavar="JSON", help='Limits, e.g. {"memory": 512}.'),
-    ] = None,
-    startup_config: Annotated[
-        Path | None,
-        typer.Option(
-            "--startup-config", metavar="FILE", help="A JSON/YAML file with any start options."
-        ),
-    ] = None,
-) -> None:
-    """Start an instance of a sequence; prints the new instance's _id."""
-    payload = start_payload(
-        positional=positional or [],
-        args_json=args_json,
-        config_file=config_file,
-        config_string=config_string,
-        instance_id=inst_id,
-        output_topic=output_topic,
-        input_topic=input_topic,
-        limits_json=limits,
-        startup_config=startup_config,
-    )
-    cli = state(ctx)
+def _package_source(cli: CliState, package: str | None) -> Path | None:
+    if package is None:
+        return None
+    return Path(cli.session.resolve(package, "lastPackagePath"))
+
+
+@command(
+    app,
+    "send",
+    example=["si seq send my-sequence.tar.gz", "si seq pack ./dir -c | si seq send"],
+)
+@click.argument("package", metavar="[FILE|DIR|-]", required=False, type=FILE)
+def send(package: str | None) -> None:
+    """Upload a package (a .tar.gz, a directory packed on the fly, - for the last packed one,
+    or stdin when none is given); prints the new sequence's _id."""
+    cli = state()
+    with cli.client() as client:
+        sequence_id = upload_package(cli, _package_source(cli, package), client.send_sequence)
+        api_base = client.address
+    remember(cli, lastSequenceId=sequence_id)
+    cli.renderer.show(render.sequence_handle(sequence_id, api_base))
+
+
+@command(app, "update", example="si seq update - ./my-sequence")
+@sequence_argument
+@click.argument("package", metavar="FILE|DIR|-", type=FILE)
+def update(sequence: str, package: str) -> None:
+    """Replace a sequence's package, keeping its id (refused while it has instances)."""
+    cli = state()
     sequence_id = cli.session.resolve(sequence, "lastSequenceId")
+    source = _package_source(cli, package)
+    with cli.client() as client:
+
+        def put(body: Any) -> dict[str, Any]:
+            return client.update_sequence(sequence_id, body)
+
+        updated = upload_package(cli, source, put)
+        api_base = client.address
+    remember(cli, lastSequenceId=updated)
+    cli.renderer.show(render.sequence_handle(updated, api_base))
+
+
+# -- start and deploy ------------------------------------------------------------------------------
+
+
+def start_options(function: F) -> F:
+    """The options ``seq start`` and ``seq deploy`` share (sth-cli.md §6.1)."""
+    options = [
+        click.argument("positional", metavar="[ARGS]...", nargs=-1),
+        click.option("--args", "args_json", metavar="JSON", help="Arguments as a JSON array."),
+        click.option(
+            "-f",
+            "--config-file",
+            metavar="FILE",
+            type=FILE,
+            help="appConfig from a JSON/YAML file.",
+        ),
+        click.option("-s", "--config-string", metavar="JSON", help="appConfig as a JSON string."),
+        click.option("--inst-id", metavar="ID", help="A 36-character instance id."),
+        click.option("--output-topic", metavar="TOPIC", help="Send the output to this topic."),
+        click.option("--input-topic", metavar="TOPIC", help="Read the input from this topic."),
+        click.option("--limits", metavar="JSON", help='Limits, e.g. {"memory": 512} (MB).'),
+        click.option(
+            "--startup-config",
+            metavar="FILE",
+            type=FILE,
+            help="A JSON/YAML file with any of the start options; options given here win.",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _payload_from(options: dict[str, Any]) -> dict[str, Any]:
+    startup = options.get("startup_config")
+    config_file = options.get("config_file")
+    return start_payload(
+        positional=list(options.get("positional") or ()),
+        args_json=options.get("args_json"),
+        config_file=Path(config_file) if config_file else None,
+        config_string=options.get("config_string"),
+        instance_id=options.get("inst_id"),
+        output_topic=options.get("output_topic"),
+        input_topic=options.get("input_topic"),
+        limits_json=options.get("limits"),
+        startup_config=Path(startup) if startup else None,
+    )
+
+
+def _start(cli: CliState, sequence_id: str, payload: dict[str, Any]) -> None:
     with cli.client() as client:
         instance_id = _reply_id(client.start_sequence(sequence_id, payload), "instance")
         api_base = client.address
     remember(cli, lastInstanceId=instance_id)
     cli.renderer.show(render.instance_handle(instance_id, api_base))
+
+
+@command(app, "start", example=["si seq start - --args '[3000, 10]'", "si seq start - 3000 10"])
+@sequence_argument
+@start_options
+def start(sequence: str, **options: Any) -> None:
+    """Start an instance of a sequence; prints the new instance's _id.
+
+    Positional ARGS reach the sequence as strings (put -- before ones starting with -);
+    --args keeps JSON types.
+    """
+    payload = _payload_from(options)
+    cli = state()
+    _start(cli, cli.session.resolve(sequence, "lastSequenceId"), payload)
+
+
+@command(app, "deploy", "run", example='si seq deploy ./my-sequence -s \'{"greeting": "hi"}\'')
+@click.argument("path", metavar="DIR|FILE", type=FILE)
+@click.option(
+    "-o", "--output", metavar="FILE", type=FILE, help="Also save the packed archive (DIR only)."
+)
+@start_options
+def deploy(path: str, output: str | None, **options: Any) -> None:
+    """Pack (a directory), send and start in one step; takes seq start's options.
+
+    A directory is packed straight into the upload; a .tar.gz is sent as it is (and, as in
+    STH, its sequence is printed before the instance).
+    """
+    payload = _payload_from(options)
+    cli = state()
+    source = Path(path)
+    if not source.exists():
+        raise SiError(f'File "{path}" not found.')
+    tee = Path(output) if output is not None and source.is_dir() else None
+    with cli.client() as client:
+        sequence_id = upload_package(cli, source, client.send_sequence, tee=tee)
+        api_base = client.address
+    updates = {"lastSequenceId": sequence_id}
+    if tee is not None:
+        updates["lastPackagePath"] = str(tee.absolute())
+    remember(cli, **updates)
+    if not source.is_dir():
+        cli.renderer.show(render.sequence_handle(sequence_id, api_base))
+    _start(cli, sequence_id, payload)
 
 
 def start_payload(
@@ -194,7 +352,7 @@ def start_payload(
 
     given: dict[str, Any] = {}
     if config_file is not None:
-        given["appConfig"] = _read_structured(config_file, "Unable to read configuration file")
+        given["appConfig"] = read_structured(config_file, "Unable to read configuration file")
     if config_string is not None:
         try:
             given["appConfig"] = json.loads(config_string)
@@ -224,7 +382,7 @@ def start_payload(
 
     payload: dict[str, Any] = {}
     if startup_config is not None:
-        stored = _read_structured(startup_config, "Unable to read startup configuration file")
+        stored = read_structured(startup_config, "Unable to read startup configuration file")
         if not isinstance(stored, dict):
             raise SiError(f"{startup_config}: the startup configuration must be an object")
         payload = {key: stored[key] for key in START_KEYS if stored.get(key) is not None}
@@ -272,21 +430,17 @@ def _json_type(value: Any) -> str:
     return "string" if isinstance(value, str) else type(value).__name__
 
 
-def _read_structured(path: Path, unreadable: str) -> Any:
-    """A JSON or (by extension) YAML file's content."""
+def read_structured(path: Path, unreadable: str) -> Any:
+    """A JSON or (by extension ``.yaml``/``.yml``) YAML file's content."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         raise SiError(f"{unreadable}: {path}") from None
     if path.suffix.lower() in (".yaml", ".yml"):
-        import importlib
-
         try:
-            yaml = importlib.import_module("yaml")
-        except ImportError:
-            raise SiError(
-                f"{path} is YAML, which needs PyYAML (pip install pyyaml); or use JSON"
-            ) from None
+            yaml: Any = importlib.import_module("yaml")
+        except ImportError:  # pragma: no cover - PyYAML is a dependency
+            raise SiError(f"{path} is YAML, which needs PyYAML (pip install pyyaml)") from None
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -297,43 +451,99 @@ def _read_structured(path: Path, unreadable: str) -> Any:
         raise SiError(f"{path}: invalid JSON: {exc}") from None
 
 
-@app.command("ls")
-@app.command("list", hidden=True)
-def list_sequences(ctx: typer.Context) -> None:
-    """List the hub's sequences (alias: list)."""
-    cli = state(ctx)
+# -- listing, inspecting, removing -----------------------------------------------------------------
+
+
+@command(app, "ls", "list", example=["si seq ls", "si seq ls -n my-sequence --format json"])
+@click.option("-n", "--name", metavar="NAME", help="Only the ids of sequences with this name.")
+def list_sequences(name: str | None) -> None:
+    """List the hub's sequences (a table; JSON with --format json)."""
+    cli = state()
     with cli.client() as client:
         records = client.list_sequences()
-    cli.renderer.sequences(records)
+    if name is None:
+        cli.renderer.sequences(records)
+        return
+    ids = [
+        record.get("id")
+        for record in records
+        if isinstance(record, dict) and (record.get("config") or {}).get("name") == name
+    ]
+    if not ids:
+        raise SiError("No results found")
+    cli.renderer.lines(ids)
 
 
-@app.command("info")
-@app.command("get", hidden=True)
-def info(
-    ctx: typer.Context,
-    sequence: Annotated[str, typer.Argument(metavar="ID|-", help="Sequence id, or - (last sent).")],
-) -> None:
+@command(app, "info", example="si seq info -")
+@sequence_argument
+def info(sequence: str) -> None:
     """Show one sequence."""
-    cli = state(ctx)
+    cli = state()
     sequence_id = cli.session.resolve(sequence, "lastSequenceId")
     with cli.client() as client:
         record = client.get_sequence(sequence_id)
     cli.renderer.show(record)
 
 
-@app.command("rm")
-@app.command("delete", hidden=True)
-def remove(
-    ctx: typer.Context,
-    sequence: Annotated[str, typer.Argument(metavar="ID|-", help="Sequence id, or - (last sent).")],
-    force: Annotated[
-        bool, typer.Option("-f", "--force", help="Kill the sequence's instances first.")
-    ] = False,
-) -> None:
-    """Remove a sequence from the hub (alias: delete)."""
-    cli = state(ctx)
+# STH before 0.33 called it "get"; kept, hidden, for old scripts.
+app.add_alias("info", "get")
+
+
+@command(app, "use", "select", example="si seq use 6ba8a2b1-4b55-4c4a-b2a3-0bd6ed5f2b1e")
+@click.argument("sequence", metavar="ID", type=SEQUENCE_ID)
+def use(sequence: str) -> None:
+    """Make a sequence the one - stands for (checked with the hub first)."""
+    from si.client import HubError
+
+    cli = state()
+    with cli.client() as client:
+        try:
+            client.get_sequence(sequence)
+        except HubError as exc:
+            if exc.status == 404:
+                raise SiError(f"Unable to find sequence {sequence}") from None
+            raise
+    remember(cli, lastSequenceId=sequence)
+
+
+@command(app, "rm", "delete", example="si seq rm - --force")
+@sequence_argument
+@click.option("-f", "--force", is_flag=True, help="Kill the sequence's instances first.")
+def remove(sequence: str, force: bool) -> None:
+    """Remove a sequence from the hub."""
+    cli = state()
     sequence_id = cli.session.resolve(sequence, "lastSequenceId")
     with cli.client() as client:
         reply = client.delete_sequence(sequence_id, force=force)
     forget(cli, "lastSequenceId", sequence_id)
     cli.renderer.show(reply)
+
+
+@command(app, "prune", example="si seq prune --force")
+@click.option("-f", "--force", is_flag=True, help="Also remove sequences with running instances.")
+def prune(force: bool) -> None:
+    """Remove every sequence from the hub (messages on stderr)."""
+    from si.client import HubError
+
+    cli = state()
+    with cli.client() as client:
+        records = client.list_sequences()
+        if not records:
+            render.message("Sequence list is empty, nothing to delete.")
+            return
+        failures = []
+        for record in records:
+            identifier = record.get("id") if isinstance(record, dict) else None
+            if not isinstance(identifier, str):
+                continue
+            try:
+                client.delete_sequence(identifier, force=force)
+            except HubError as exc:
+                failures.append(f"{identifier}: {exc}")
+        remaining = client.list_sequences()
+    remember(cli, lastSequenceId="", lastInstanceId="")
+    for failure in failures:
+        render.warning(failure)
+    if failures or remaining:
+        raise SiError("Some Sequences may have not been deleted.")
+    render.message("Sequences removed successfully.")

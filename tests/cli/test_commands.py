@@ -346,7 +346,7 @@ def test_inst_input_from_stdin_keeps_the_input_open_by_default(run_si: RunSi, hu
 def test_version_option(run_si: RunSi) -> None:
     import si
 
-    assert run_si("--version").stdout == f"si {si.__version__}\n".encode()
+    assert run_si("--version").stdout == f"SI version: {si.__version__}\n".encode()
 
 
 def test_session_is_not_touched_by_a_failed_send(run_si: RunSi, tmp_path: Path) -> None:

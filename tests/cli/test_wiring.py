@@ -106,7 +106,7 @@ def test_pack_to_stdout_writes_the_archive_and_records_nothing(
     assert json.loads(session_file(user_env).read_text())["lastPackagePath"] == ""
 
 
-def test_send_of_a_directory_packs_to_a_temporary_file(
+def test_send_of_a_directory_streams_the_package_without_a_file(
     packaging: FakePackaging,
     user_env: Path,
     hub: FakeHub,
@@ -116,11 +116,12 @@ def test_send_of_a_directory_packs_to_a_temporary_file(
     assert run(["seq", "send", "demo", "--format", "json"]) == 0
     [sequence_id] = hub.sequences
     assert json.loads(capsys.readouterr().out)["_id"] == sequence_id
-    assert hub.requests_to("POST", "/sequence")[0].body == ARCHIVE
-    [(_, (directory, output))] = [call for call in packaging.calls if call[0] == "pack_to_file"]
-    assert directory.absolute() == user_env / "demo"
-    assert output is not None
-    assert not output.exists()  # the temporary file is gone
+    upload = hub.requests_to("POST", "/sequence")[0]
+    assert upload.body == ARCHIVE
+    assert upload.headers["transfer-encoding"] == "chunked"
+    assert ("pack_directory", Path("demo")) in packaging.calls
+    assert not any(call[0] == "pack_to_file" for call in packaging.calls)
+    assert not list(user_env.glob("**/*.tar.gz"))  # no archive left behind
     stored = json.loads(session_file(user_env).read_text())
     assert stored["lastSequenceId"] == sequence_id
     assert stored["lastPackagePath"] == ""  # STH: send DIR does not record a package
