@@ -18,6 +18,7 @@ from typing import Any
 import trio
 
 import si
+from si.daemon.feed import Feed, now_ms
 from si.daemon.http import BodyError, Request, Response
 from si.daemon.hub import ApiError, Hub
 from si.daemon.instance import EVENT, MONITORING_RATE, Instance
@@ -59,6 +60,9 @@ class Api:
         self.routes: list[tuple[str, re.Pattern[str], RouteHandler]] = [
             route("GET", "/version", self.version),
             route("GET", "/load-check", self.load_check),
+            route("GET", "/log", self.hub_log),
+            route("GET", "/audit", self.hub_audit),
+            route("POST", "/instance/(?P<id>[^/]+)/inout", self.instance_inout),
             route("GET", "/config", self.config),
             route("GET", "/status", self.status),
             route("GET", "/entities", self.entities),
@@ -92,6 +96,35 @@ class Api:
         return method, re.compile(f"{API_BASE}{pattern}"), handler
 
     async def __call__(self, request: Request, response: Response) -> None:
+        audit = self._audit_start(request)
+        try:
+            await self._dispatch(request, response)
+        finally:
+            if audit is not None:
+                audit["opState"] = "END" if response.finished and response.status < 400 else "ERROR"
+                audit["receivedAt"] = now_ms()
+                self.hub.audit_feed.publish(audit)
+
+    def _audit_start(self, request: Request) -> dict[str, Any] | None:
+        """STH's request audit record, for requests on sequences, instances and topics."""
+        parts = request.path[len(API_BASE) :].strip("/").split("/")
+        kind = AUDIT_KINDS.get(parts[0]) if parts else None
+        method = AUDIT_METHODS.get(request.method)
+        if kind is None or method is None:
+            return None
+        operation = AUDIT_OPERATIONS.get(parts[2], 0) if len(parts) > 2 else 0
+        record = {
+            "opState": "START",
+            "opCode": 10000 + 1000 * kind + 100 * method + operation,
+            "requestId": str(uuid.uuid4()),
+            "objectId": parts[1] if len(parts) > 1 else "",
+            "requestorId": request.header("x-mw-billable"),
+            "receivedAt": now_ms(),
+        }
+        self.hub.audit_feed.publish(record)
+        return dict(record)
+
+    async def _dispatch(self, request: Request, response: Response) -> None:
         if request.method == "OPTIONS":
             await response.start(
                 200,
@@ -187,6 +220,18 @@ class Api:
             200,
             {"service": "si", "apiVersion": "v1", "version": si.__version__, "build": "source"},
         )
+
+    async def hub_log(self, request: Request, response: Response) -> None:
+        await self._feed(request, response, self.hub.log_feed)
+
+    async def hub_audit(self, request: Request, response: Response) -> None:
+        await self._feed(request, response, self.hub.audit_feed)
+
+    async def _feed(self, request: Request, response: Response, feed: Feed) -> None:
+        self._check_accept(request, "application/octet-stream")
+        await response.start(200, [("content-type", "application/octet-stream")])
+        async for chunk in feed.follow():
+            await response.write(chunk)
 
     async def load_check(self, request: Request, response: Response) -> None:
         await response.json(200, await trio.to_thread.run_sync(load_figures, self.hub))
@@ -460,6 +505,38 @@ class Api:
             await runner_link.wait_flushed()
             await response.end()
 
+    async def instance_inout(self, request: Request, response: Response) -> None:
+        """One request both ways: its body feeds the input, the output is the response."""
+        instance = self._instance(request)
+        runner_link = instance.runner_link
+        if not instance.live or runner_link is None or instance.exited:
+            raise ApiError(409, f"Instance {instance.id} is not running")
+        with trio.move_on_after(CONNECT_TIMEOUT):
+            await _wait_established(instance)
+        pipe = instance.output
+        reader = pipe.attach()
+        try:
+            await response.start(200, [("content-type", "application/octet-stream")])
+            async with trio.open_nursery() as nursery:
+
+                async def feed_input() -> None:
+                    async with self._input_locks.setdefault(instance.id, trio.Lock()):
+                        if runner_link.link.outbound[Channel.INPUT].next_offset == 0:
+                            content_type = request.header("content-type", "text/plain")
+                            header = f"Content-Type: {content_type}\r\n\r\n".encode()
+                            await runner_link.send(Channel.INPUT, header)
+                        async for chunk in request.body():
+                            await runner_link.send(Channel.INPUT, chunk)
+
+                nursery.start_soon(feed_input)
+                while (data := await pipe.read(reader)) is not None:
+                    await response.write(data)
+                    pipe.delivered(reader, len(data))
+                nursery.cancel_scope.cancel()
+            await response.end()
+        finally:
+            pipe.detach(reader)
+
     async def instance_stdin(self, request: Request, response: Response) -> None:
         """Bytes for the sequence's stdin (the runner acknowledges them as it takes them)."""
         instance = self._instance(request)
@@ -520,6 +597,36 @@ class Api:
             raise ApiError(400, "Instance not running")
         await self.hub.stop(instance, int(timeout), keep_alive)
         await response.json(202, instance.record())
+
+
+# STH's audit opCode = 10000 + 1000 x kind + 100 x method + operation.
+AUDIT_KINDS = {"sequence": 0, "instance": 1, "topic": 2}
+AUDIT_METHODS = {"POST": 1, "GET": 2, "PUT": 3, "DELETE": 4}
+AUDIT_OPERATIONS = {
+    name: index
+    for index, name in enumerate(
+        [
+            "stdout",
+            "stderr",
+            "stdin",
+            "log",
+            "monitoring",
+            "output",
+            "input",
+            "health",
+            "events",
+            "event",
+            "once",
+            "_monitoring_rate",
+            "_event",
+            "_stop",
+            "_kill",
+            "instances",
+            "start",
+        ],
+        start=1,
+    )
+}
 
 
 def parse_end_stream(value: str, *, default: bool) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from si.daemon.feed import Feed
 from si.daemon.instance import EVENT, KILL_GRACE, STOP, Instance
 from si.daemon.node import NodeNotFound, node_runner_argv
 from si.daemon.options import HubOptions
@@ -53,6 +54,8 @@ class Hub:
         self.instances: dict[str, Instance] = {}
         self.started_at = time.time()
         self.spawner = Spawner(paths.lock.parent)
+        self.log_feed = Feed()
+        self.audit_feed = Feed()
         self._nursery: trio.Nursery | None = None
 
     @property

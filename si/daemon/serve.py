@@ -22,6 +22,7 @@ from contextlib import ExitStack
 import trio
 
 from si.daemon.api import Api
+from si.daemon.feed import FeedHandler
 from si.daemon.http import handle_connections
 from si.daemon.hub import Hub
 from si.daemon.options import HubOptions
@@ -102,15 +103,20 @@ async def run_hub(
         lock.acquire()
         stack.callback(lock.release)
         hub = Hub(options, paths)
+        hub.log_feed.bind()
+        hub.audit_feed.bind()
+        handler = FeedHandler(hub.log_feed)
+        logging.getLogger("si").addHandler(handler)
+        stack.callback(logging.getLogger("si").removeHandler, handler)
         hub.load()
         listeners: list[trio.SocketListener] = [await open_unix_api_listener(paths.socket)]
         stack.callback(_unlink_quietly, paths.socket)
         if options.port is not None:
             listeners += await trio.open_tcp_listeners(options.port, host=options.host)
-        handler = handle_connections(Api(hub))
+        serve_http = handle_connections(Api(hub))
         async with trio.open_nursery() as nursery:
             hub.begin(nursery)
-            await nursery.start(trio.serve_listeners, handler, listeners)
+            await nursery.start(trio.serve_listeners, serve_http, listeners)
             where = str(paths.socket)
             if options.port is not None:
                 where += f" and http://{options.host}:{options.port}/api/v1"

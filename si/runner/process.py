@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import inspect
 import json
 import logging
 import os
@@ -122,6 +121,8 @@ class Runner:
         )
         self.connection: HubConnection | None = None
         self.input = InputStream(lambda n: self._consumed(Channel.INPUT, n))
+        # What POST /stdin sends: text lines, offered to the sequence as sys.stdin.
+        self.stdin = InputStream(lambda n: self._consumed(Channel.STDIN, n), "text/plain")
         self._window_open = asyncio.Event()
         self._batch: list[bytes] = []
         self._batch_size = 0
@@ -165,6 +166,8 @@ class Runner:
             elif isinstance(event, Ended):
                 if event.channel == Channel.INPUT:
                     self.input.end()
+                elif event.channel == Channel.STDIN:
+                    self.stdin.end()
             elif isinstance(event, Message):
                 pass  # the hub sends no unnumbered messages the runner must act on
         self.flush()
@@ -185,9 +188,7 @@ class Runner:
             self.link.consume(channel, len(data))
             self._on_control(json.loads(data))
         elif channel == Channel.STDIN:
-            # stdin from the API is accepted and acknowledged; the sequence reads its
-            # input stream, and a stdin reader is part of the complete runtime.
-            self.link.consume(channel, len(data))
+            self.stdin.feed(data)
 
     def _on_control(self, message: Any) -> None:
         code, body = message[0], message[1] if len(message) > 1 else {}
@@ -306,8 +307,10 @@ class Runner:
         provides = getattr(module, "provides", None)
         content_type = provides.get("contentType") if isinstance(provides, dict) else None
         try:
-            result = module.run(context, self.input, *spawn.get("args", []))
-            if inspect.isawaitable(result):
+            sys.stdin = self.stdin  # async: `async for line in sys.stdin`
+            result = module.run(context, scramjet_stream(self.input), *spawn.get("args", []))
+            # Not inspect.isawaitable: a scramjet Stream defines __await__ only to refuse it.
+            if asyncio.iscoroutine(result) or asyncio.isfuture(result):
                 result = await result
             if result is not None:
                 declared = getattr(result, "content_type", None)
@@ -369,6 +372,21 @@ class Runner:
         deadline = time.monotonic() + DRAIN_TIMEOUT
         while transport.get_write_buffer_size() and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
+
+
+def scramjet_stream(source: InputStream) -> Any:
+    """The input as a ``scramjet.streams.Stream`` when the sequence ships that framework.
+
+    STH hands Python sequences a scramjet Stream; sequences written for it call ``.map`` and
+    friends on their input. Our own stream is the input otherwise (it has ``map`` and ``read``).
+    """
+    if importlib.util.find_spec("scramjet") is None:
+        return source
+    try:
+        from scramjet.streams import Stream  # type: ignore[import-untyped]
+    except ImportError:
+        return source
+    return Stream.read_from(source)
 
 
 class JsonLineFormatter(logging.Formatter):

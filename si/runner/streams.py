@@ -98,6 +98,11 @@ class InputStream:
         except StopAsyncIteration:
             return None
 
+    async def readline(self) -> Any:
+        """``sys.stdin``-style: the next line, or ``""`` at the end."""
+        chunk = await self.read()
+        return "" if chunk is None else chunk
+
     def map(self, function: Callable[[Any], Any]) -> AsyncIterator[Any]:
         """A derived stream applying ``function`` (sync or async) to every chunk."""
 
