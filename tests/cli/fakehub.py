@@ -67,6 +67,16 @@ class FakeHub:
         self.sequences: dict[str, dict[str, Any]] = {}
         self.instances: dict[str, dict[str, Any]] = {}
         self.outputs: dict[str, OutputPlan] = {}
+        # Other instance streams, by (instance id, "stdout"|"stderr"|"log"|"events/<name>").
+        self.streams: dict[tuple[str, str], OutputPlan] = {}
+        # Hub streams: "log" and "audit".
+        self.hub_streams: dict[str, OutputPlan] = {}
+        # Last message of each (instance, event name), answered by GET event/<name>.
+        self.events: dict[tuple[str, str], Any] = {}
+        self.topics: dict[str, dict[str, Any]] = {}
+        self.topic_data: dict[str, bytes] = {}
+        # Sequences whose DELETE is refused with 409, as for a sequence in use.
+        self.refuse_delete: set[str] = set()
         # (status, body) answered to the next request whatever it is.
         self.fail_next: tuple[int, bytes] | None = None
         # Answer POST .../input with headers, then drop before the end of the reply.
@@ -239,7 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.path.startswith(API):
             self._reply(404, b"")
             return
-        parts = self.path[len(API) :].split("/")
+        parts = self.path.split("?", 1)[0][len(API) :].split("/")
         try:
             self._route(record, parts)
         except (BrokenPipeError, ConnectionResetError):
@@ -270,6 +280,32 @@ class _Handler(BaseHTTPRequestHandler):
                         "build": "fake",
                     },
                 )
+            case ["load-check"] if method == "GET":
+                self._json(200, {"avgLoad": 0.5, "currentLoad": 0.25, "memFree": 1, "memUsed": 2})
+            case ["log" | "audit"] if method == "GET":
+                self._serve_plan(hub.hub_streams.setdefault(parts[0], OutputPlan()), record)
+            case ["topics"] if method == "GET":
+                self._json(200, list(hub.topics.values()))
+            case ["topics"] if method == "POST":
+                body = record.json()
+                topic = {
+                    "id": body["id"],
+                    "origin": {"type": "hub"},
+                    "state": "active",
+                    "contentType": body["content-type"],
+                }
+                hub.topics[body["id"]] = topic
+                self._json(200, topic)
+            case ["topics", name] if method == "DELETE":
+                if hub.topics.pop(name, None) is None:
+                    self._json(404, {"error": f"Topic {name} not found"})
+                else:
+                    self._json(200, {"message": f"Topic {name} removed"})
+            case ["topic", name] if method == "POST":
+                hub.topic_data[name] = hub.topic_data.get(name, b"") + record.body
+                self._reply(202, b"")
+            case ["topic", name] if method == "GET":
+                self._serve_plan(OutputPlan(hub.topic_data.get(name, b"")), record)
             case ["sequences"] if method == "GET":
                 self._json(200, list(hub.sequences.values()))
             case ["sequence"] if method == "POST":
@@ -280,9 +316,18 @@ class _Handler(BaseHTTPRequestHandler):
                     self._json(200, hub.sequences[sequence_id])
                 else:
                     self._json(404, {"error": f"Sequence {sequence_id} not found"})
+            case ["sequence", sequence_id] if method == "PUT":
+                if sequence_id not in hub.sequences:
+                    self._json(404, {"error": f"Sequence with id: {sequence_id} not found"})
+                else:
+                    self._json(200, {"id": sequence_id})
+            case ["sequence", sequence_id, "instances"] if method == "GET":
+                self._json(200, list(hub.sequences[sequence_id]["instances"]))
             case ["sequence", sequence_id] if method == "DELETE":
                 if sequence_id not in hub.sequences:
                     self._json(404, {"error": f"The sequence {sequence_id} does not exist."})
+                elif sequence_id in hub.refuse_delete:
+                    self._json(409, {"error": "Can't remove- Sequence in use"})
                 else:
                     del hub.sequences[sequence_id]
                     self._json(200, {"id": sequence_id})
@@ -308,8 +353,31 @@ class _Handler(BaseHTTPRequestHandler):
             case ["instance", instance_id] if method == "GET":
                 self._json(200, hub.instances[instance_id])
             case ["instance", instance_id, "_kill"] if method == "POST":
-                hub.instances[instance_id]["status"] = "killing"
-                self._json(202, hub.instances[instance_id])
+                record_now = dict(hub.instances[instance_id], status="killing")
+                if (record.json() or {}).get("removeImmediately"):
+                    del hub.instances[instance_id]
+                else:
+                    hub.instances[instance_id]["status"] = "killing"
+                self._json(202, record_now)
+            case ["instance", instance_id, "health"] if method == "GET":
+                self._json(200, {"healthy": True, "processId": 4242})
+            case ["instance", instance_id, "_event"] if method == "POST":
+                _code, event = record.json()
+                hub.events[(instance_id, event["eventName"])] = event.get("message")
+                self._json(200, {"accepted": "OK"})
+            case ["instance", instance_id, "event" | "once", name] if method == "GET":
+                self._json(200, hub.events.get((instance_id, name)))
+            case ["instance", instance_id, "events", name] if method == "GET":
+                plan = hub.streams.setdefault((instance_id, f"events/{name}"), OutputPlan())
+                self._serve_plan(plan, record)
+            case ["instance", instance_id, "stdout" | "stderr" | "log"] if method == "GET":
+                self._serve_plan(
+                    hub.streams.setdefault((instance_id, parts[2]), OutputPlan()), record
+                )
+            case ["instance", instance_id, "stdin"] if method == "POST":
+                self._reply(200, b"")
+            case ["instance", instance_id, "inout"] if method == "POST":
+                self._reply(200, record.body.upper(), "application/octet-stream")
             case ["instance", instance_id, "_stop"] if method == "POST":
                 hub.instances[instance_id]["status"] = "stopping"
                 self._json(202, hub.instances[instance_id])
@@ -341,6 +409,11 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.fake
         with hub.lock:
             plan = hub.outputs.setdefault(instance_id, OutputPlan())
+        self._serve_plan(plan, record)
+
+    def _serve_plan(self, plan: OutputPlan, record: Recorded) -> None:
+        hub = self.fake
+        with hub.lock:
             drop = plan.drops.pop(0) if plan.drops else None
         requested = int(record.headers.get("x-si-offset") or 0)
         start = max(0, requested - plan.rewind + plan.skip_ahead)

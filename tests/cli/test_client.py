@@ -134,8 +134,8 @@ def test_start_kill_stop_bodies(hub: FakeHub, client: HubClient) -> None:
     reply = client.start_sequence(sequence_id, payload)
     instance_id = reply["id"]
     assert hub.requests_to("POST", "/start")[0].json() == payload
-    client.kill_instance(instance_id, remove_immediately=True)
     client.stop_instance(instance_id, 2500)
+    client.kill_instance(instance_id, remove_immediately=True)
     assert hub.requests_to("POST", "/_kill")[0].json() == {"removeImmediately": True}
     assert hub.requests_to("POST", "/_stop")[0].json() == {
         "timeout": 2500,
