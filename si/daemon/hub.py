@@ -31,6 +31,8 @@ log = logging.getLogger("si.hub")
 
 # A runner that has not loaded its sequence by then is reported as a failed start.
 START_TIMEOUT = 30.0
+# Runner exit codes that mean the sequence never loaded (bad main; import or syntax error).
+LOAD_FAILURES = (21, 22)
 # An adopted runner must answer its socket and prove the token within this; else it is lost.
 ADOPT_PROOF_TIMEOUT = 3.0
 # After a runner exits, how long its link may take to deliver what it wrote before exiting.
@@ -201,9 +203,13 @@ class Hub:
             async with trio.open_nursery() as waiters:
                 for event in (instance.ready, instance.finished):
                     waiters.start_soon(_wait_then_cancel, event, waiters.cancel_scope)
-        # A sequence may finish before the hub even connected (a short counter): that is a
-        # successful start too; its output waits for readers in output.tail.
-        if instance.ready.is_set() or instance.status == "completed":
+        # A sequence may finish before the hub even connected (a short counter, or one that
+        # fails while running): it loaded, so the start succeeded; its output waits for
+        # readers in output.tail. Only a load failure (21, 22) or a runner that died without
+        # recording an exit is a failed start.
+        exit_code = (instance.terminated or {}).get("exitcode")
+        loaded = (directory / "exit.json").exists() and exit_code not in LOAD_FAILURES
+        if instance.ready.is_set() or loaded:
             return instance
         if not instance.finished.is_set():
             await self.kill(instance)
