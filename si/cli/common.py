@@ -212,12 +212,13 @@ def command(
 # -- ids with live completion ---------------------------------------------------------------------
 
 
-def _live_ids(kind: str, incomplete: str) -> list[CompletionItem]:
+def _live_ids(ctx: click.Context, kind: str, incomplete: str) -> list[CompletionItem]:
     """Ids of the running hub's sequences or instances; nothing (and silence) without a hub."""
     from click.shell_completion import CompletionItem
 
     try:
-        cli = state()
+        # Completion runs without a current context: the parsed one is handed in.
+        cli = state(ctx)
         with cli.client(connect_timeout=COMPLETION_CONNECT_TIMEOUT) as client:
             records = client.list_sequences() if kind == "sequence" else client.list_instances()
     except Exception:
@@ -247,7 +248,7 @@ class SequenceId(StringParam):
     def shell_complete(
         self, ctx: click.Context, param: click.Parameter, incomplete: str
     ) -> list[CompletionItem]:
-        return _live_ids("sequence", incomplete)
+        return _live_ids(ctx, "sequence", incomplete)
 
 
 class InstanceId(StringParam):
@@ -258,7 +259,7 @@ class InstanceId(StringParam):
     def shell_complete(
         self, ctx: click.Context, param: click.Parameter, incomplete: str
     ) -> list[CompletionItem]:
-        return _live_ids("instance", incomplete)
+        return _live_ids(ctx, "instance", incomplete)
 
 
 class FileOrDir(StringParam):

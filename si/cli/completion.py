@@ -27,19 +27,86 @@ PROGRAM = "si"
 COMPLETE_VAR = "_SI_COMPLETE"
 
 
+# The scripts speak click's completion protocol: the shell function runs ``si`` with
+# _SI_COMPLETE=<shell>_complete, COMP_WORDS (the line) and COMP_CWORD (the word's index for
+# bash and zsh, the word itself for fish); si answers one "kind,value" line per candidate
+# (bash) or kind/value/help line triples (zsh, fish). A kind of "file" or "dir" hands the word
+# to the shell's own path completion.
+_BASH = r"""# bash completion for si; written by 'si completion show bash'.
+_si_complete() {
+    local IFS=$'\n' line kind
+    local -a answer
+    COMPREPLY=()
+    answer=($(COMP_WORDS="${COMP_WORDS[*]}" COMP_CWORD="$COMP_CWORD" \
+        _SI_COMPLETE=bash_complete "$1" 2>/dev/null))
+    for line in "${answer[@]}"; do
+        kind=${line%%,*}
+        case $kind in
+            file) compopt -o default; COMPREPLY=(); return 0 ;;
+            dir) compopt -o dirnames; COMPREPLY=(); return 0 ;;
+            plain) COMPREPLY+=("${line#*,}") ;;
+        esac
+    done
+    return 0
+}
+complete -o nosort -F _si_complete si 2>/dev/null || complete -F _si_complete si
+"""
+
+_ZSH = r"""#compdef si
+# zsh completion for si; written by 'si completion show zsh'.
+_si() {
+    local -a answer described plain
+    local kind value help
+    answer=("${(@f)$(COMP_WORDS="${words[*]}" COMP_CWORD=$((CURRENT - 1)) \
+        _SI_COMPLETE=zsh_complete si 2>/dev/null)}")
+    for kind value help in "${answer[@]}"; do
+        case $kind in
+            file) _files; return ;;
+            dir) _path_files -/; return ;;
+            plain)
+                if [[ $help == _ ]]; then plain+=("$value"); else described+=("$value:$help"); fi ;;
+        esac
+    done
+    (( ${#described} )) && _describe -V unsorted described -U
+    (( ${#plain} )) && compadd -U -V unsorted -a plain
+    return 0
+}
+if [[ $zsh_eval_context[-1] == loadautofunc ]]; then _si "$@"; else compdef _si si; fi
+"""
+
+_FISH = r"""# fish completion for si; written by 'si completion show fish'.
+function __si_complete
+    set -l answer (env _SI_COMPLETE=fish_complete COMP_WORDS=(commandline -cp) \
+        COMP_CWORD=(commandline -t) si 2>/dev/null)
+    for i in (seq 1 3 (count $answer))
+        set -l kind $answer[$i]
+        set -l value $answer[(math $i + 1)]
+        set -l help $answer[(math $i + 2)]
+        switch $kind
+            case file
+                __fish_complete_path (commandline -t)
+            case dir
+                __fish_complete_directories (commandline -t)
+            case plain
+                if test "$help" = _
+                    echo $value
+                else
+                    printf '%s\t%s\n' $value $help
+                end
+        end
+    end
+end
+complete --no-files --command si --arguments '(__si_complete)'
+"""
+
+SCRIPTS = {"bash": _BASH, "zsh": _ZSH, "fish": _FISH}
+# The file each script is kept in under the repository's completions/ (and installed as).
+SCRIPT_FILES = {"bash": "si.bash", "zsh": "_si", "fish": "si.fish"}
+
+
 def script(shell: str) -> str:
     """The completion script for ``shell``, as ``completions/`` holds it."""
-    from click.shell_completion import get_completion_class
-
-    completer = get_completion_class(shell)
-    if completer is None:  # pragma: no cover - SHELLS are click's own
-        raise click.UsageError(f"no completion for {shell}")
-    source = completer.source_template % {
-        "complete_func": "_si_completion",
-        "complete_var": COMPLETE_VAR,
-        "prog_name": PROGRAM,
-    }
-    return source.rstrip("\n") + "\n"
+    return SCRIPTS[shell]
 
 
 def install_path(shell: str) -> Path:

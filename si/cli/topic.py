@@ -63,7 +63,7 @@ class TopicName(StringParam):
         from si.cli.common import COMPLETION_CONNECT_TIMEOUT
 
         try:
-            with state().client(connect_timeout=COMPLETION_CONNECT_TIMEOUT) as client:
+            with state(ctx).client(connect_timeout=COMPLETION_CONNECT_TIMEOUT) as client:
                 topics = client.list_topics()
         except Exception:
             return []
