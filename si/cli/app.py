@@ -136,11 +136,14 @@ app = cli
 def hoist_global_options(args: Sequence[str]) -> list[str]:
     """Move the global options (with their values) in front of the subcommand.
 
-    Scanning stops at ``--``, after which everything is a positional argument.
+    Scanning stops at ``--``, after which everything is a positional argument. An option the
+    subcommand defines itself stays where it is (``si config set log --format json`` sets the
+    profile's format; it is not the global ``--format``).
 
     Raises:
         SiError: a global option is the last word, with no value.
     """
+    own = _own_options(args)
     hoisted: list[str] = []
     rest: list[str] = []
     index = 0
@@ -150,7 +153,9 @@ def hoist_global_options(args: Sequence[str]) -> list[str]:
             rest.extend(args[index:])
             break
         name = word.split("=", 1)[0]
-        if name in GLOBAL_OPTIONS:
+        if name in own:
+            rest.append(word)
+        elif name in GLOBAL_OPTIONS:
             if "=" in word:
                 hoisted.append(word)
             elif index + 1 < len(args):
@@ -164,6 +169,34 @@ def hoist_global_options(args: Sequence[str]) -> list[str]:
             rest.append(word)
         index += 1
     return hoisted + rest
+
+
+def _own_options(args: Sequence[str]) -> set[str]:
+    """The option names of the command the words lead to (global ones skipped on the way)."""
+    command: click.Command = cli
+    index = 0
+    while index < len(args) and isinstance(command, click.Group):
+        word = args[index]
+        if word == "--":
+            break
+        if word.split("=", 1)[0] in GLOBAL_OPTIONS and "=" not in word:
+            index += 2
+            continue
+        if word.startswith("-"):
+            index += 1
+            continue
+        found = command.get_command(click.Context(command), word)
+        if found is None:
+            break
+        command = found
+        index += 1
+    if command is cli:
+        return set()
+    names: set[str] = set()
+    for param in command.params:
+        names.update(param.opts)
+        names.update(param.secondary_opts)
+    return names
 
 
 def run(args: Sequence[str]) -> int:

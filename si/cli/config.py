@@ -45,9 +45,10 @@ def print_profile() -> None:
     cli = state()
     profile = cli.profile
     if profile.read_only:
-        render.message(f"Current configuration: {profile.path}\n")
+        render.message(f"Current configuration: {profile.path}")
     else:
-        render.message(f"Current profile: {profile.name}\n")
+        render.message(f"Current profile: {profile.name}")
+    render.message("")
     cli.renderer.show(profile.data)
 
 

@@ -42,6 +42,8 @@ def si_env(tmp_path: Path, hub: FakeHub) -> dict[str, str]:
     env["TMPDIR"] = str(tmp_path)
     env["SI_HUB"] = hub.address
     env["SI_HOME"] = str(tmp_path / "home")
+    # Profiles live under the user's config dir: a fresh one per test.
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
     return env
 
 

@@ -66,9 +66,10 @@ def packaging(monkeypatch: pytest.MonkeyPatch) -> FakePackaging:
 
 @pytest.fixture
 def user_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, hub: FakeHub) -> Path:
-    for name in ("SI_FORMAT", "NO_COLOR"):
+    for name in ("SI_FORMAT", "NO_COLOR", "SI_CONFIG", "SI_CONFIG_PATH"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("SI_HUB", hub.address)
     monkeypatch.chdir(tmp_path)
     return tmp_path
