@@ -1,0 +1,87 @@
+"""Every command has help with an example, and the tree has STH's commands and aliases."""
+
+from __future__ import annotations
+
+import re
+
+import click
+import pytest
+
+from si.cli.app import cli, run
+from si.cli.common import AliasGroup
+
+
+def _commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    for name, command in group.commands.items():
+        found.append((*path, name))
+        if isinstance(command, click.Group):
+            found.extend(_commands(command, (*path, name)))
+    return found
+
+
+ALL = _commands(cli)
+
+
+@pytest.mark.parametrize("path", ALL, ids=" ".join)
+def test_every_command_has_help(path: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    assert run([*path, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"Usage: si {' '.join(path)}")
+
+
+def test_every_leaf_command_shows_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    missing = []
+    for path in ALL:
+        run([*path, "--help"])
+        text = capsys.readouterr().out
+        if "Commands:" not in text and not re.search(r"Example:\n +.*\bsi ", text):
+            missing.append(" ".join(path))
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("alias", "name"),
+    [
+        ("sequence", "seq"),
+        ("instance", "inst"),
+        ("c", "config"),
+        ("i", "init"),
+        ("u", "util"),
+        ("seq list", "seq ls"),
+        ("seq delete", "seq rm"),
+        ("seq run", "seq deploy"),
+        ("seq select", "seq use"),
+        ("seq get", "seq info"),
+        ("inst list", "inst ls"),
+        ("inst attach", "inst stdio"),
+        ("inst event invoke", "inst event emit"),
+        ("topic list", "topic ls"),
+        ("topic delete", "topic rm"),
+        ("config p", "config print"),
+        ("config s", "config session"),
+        ("config pr ls", "config profile ls"),
+        ("util lf", "util log-format"),
+    ],
+)
+def test_sth_aliases(alias: str, name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run([*alias.split(), "--help"]) == 0
+    assert capsys.readouterr().out.startswith(f"Usage: si {name}")
+
+
+def test_group_help_lists_aliases(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["seq", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "deploy (run)" in text
+    assert "ls (list)" in text
+    assert "get" not in text.split("Commands:")[1].split()  # hidden old name
+
+
+def test_groups_are_alias_groups() -> None:
+    for path in ALL:
+        command: click.Command | None = cli
+        for name in path:
+            assert isinstance(command, click.Group)
+            command = command.get_command(click.Context(command), name)
+        if isinstance(command, click.Group):
+            assert isinstance(command, AliasGroup)
