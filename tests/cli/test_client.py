@@ -300,7 +300,8 @@ def test_hub_errors_are_si_errors() -> None:
 
 def test_a_hub_that_answers_and_dies_in_a_loop_is_given_up_on(hub: FakeHub) -> None:
     # Every reconnect gets headers and then an immediate drop, with no byte: one long outage.
-    instance_id = _output_hub(hub, OutputPlan(DATA, drops=[10] + [0] * 1000))
+    drops: list[int | None] = [10, *[0] * 1000]
+    instance_id = _output_hub(hub, OutputPlan(DATA, drops=drops))
     with HubClient(hub.address, follow_timeout=0.5) as client:
         began = time.monotonic()
         with pytest.raises(HubError, match=r"did not come back within 0.5 s"):
