@@ -1,0 +1,148 @@
+"""The Python and the Node.js runner side by side, through a real hub.
+
+For each runner: time from ``POST /sequence/:id/start`` to the first output byte (median, min,
+max over N starts), and passthrough throughput of a sequence that returns its input: lines/s
+for short text lines and MB/s for binary data, each measured from the first byte sent to the
+last byte read back (and checked to be identical).
+
+    python bench/runners.py [--starts 20] [--lines 200000] [--mib 64] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from si.client import HubClient
+from si.testing import make_package, python_package, running_hub
+
+FIRST_OUTPUT = {
+    "python": python_package("def run(context, input, *args):\n    return ['ready\\n']\n"),
+    "node": make_package(
+        {"index.js": "module.exports = async function* () { yield 'ready'; };\n"},
+        {"name": "bench", "version": "1.0.0", "main": "index.js", "engines": {"node": ">=20"}},
+    ),
+}
+PASSTHROUGH = {
+    "python": python_package("def run(context, input, *args):\n    return input\n"),
+    "node": make_package(
+        {"index.js": "module.exports = (input) => input;\n"},
+        {"name": "bench", "version": "1.0.0", "main": "index.js", "engines": {"node": ">=20"}},
+    ),
+}
+# Uploads go in blocks of this size: the figure is the runners', not the HTTP client's per-chunk
+# cost.
+UPLOAD_BLOCK = 64 * 1024
+
+
+def first_output_ms(client: HubClient, sequence: str, starts: int) -> list[float]:
+    timings = []
+    for _ in range(starts):
+        began = time.perf_counter()
+        instance = client.start_sequence(sequence, {})["id"]
+        for chunk in client.stream(f"instance/{instance}/output", follow=False):
+            if chunk:
+                break
+        timings.append((time.perf_counter() - began) * 1000)
+    return timings
+
+
+def blocks(data: bytes) -> Iterator[bytes]:
+    for start in range(0, len(data), UPLOAD_BLOCK):
+        yield data[start : start + UPLOAD_BLOCK]
+
+
+def passthrough_seconds(client: HubClient, sequence: str, data: bytes, content_type: str) -> float:
+    """Seconds to send ``data`` through a passthrough instance and read all of it back."""
+    instance = client.start_sequence(sequence, {})["id"]
+    received = bytearray()
+
+    def read() -> None:
+        for chunk in client.stream(f"instance/{instance}/output", follow=False):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    began = time.perf_counter()
+    reader.start()
+    client.send_input(instance, blocks(data), content_type=content_type, end=True)
+    reader.join(600)
+    elapsed = time.perf_counter() - began
+    if bytes(received) != data:
+        raise RuntimeError(f"{content_type} passthrough lost or changed data")
+    return elapsed
+
+
+def measure(starts: int, lines: int, mib: int) -> dict[str, dict[str, Any]]:
+    text = b"".join(b"line %d\n" % n for n in range(lines))
+    binary = os.urandom(mib << 20)
+    figures: dict[str, dict[str, Any]] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="si-bench-") as tmp,
+        running_hub(Path(tmp) / "home") as hub,
+    ):
+        client = HubClient(hub.address)
+        for runner in ("python", "node"):
+            first = client.send_sequence(FIRST_OUTPUT[runner])["id"]
+            client.start_sequence(first, {})  # warm-up: keeper, page cache, node binary
+            timings = first_output_ms(client, first, starts)
+            passthrough = client.send_sequence(PASSTHROUGH[runner])["id"]
+            text_seconds = passthrough_seconds(client, passthrough, text, "text/plain")
+            binary_seconds = passthrough_seconds(
+                client, passthrough, binary, "application/octet-stream"
+            )
+            figures[runner] = {
+                "first_output_ms": {
+                    "median": round(statistics.median(timings), 1),
+                    "min": round(min(timings), 1),
+                    "max": round(max(timings), 1),
+                    "starts": starts,
+                },
+                "lines_per_s": round(lines / text_seconds),
+                "binary_mb_per_s": round(len(binary) / 1e6 / binary_seconds, 1),
+            }
+    return figures
+
+
+def table(figures: dict[str, dict[str, Any]], lines: int, mib: int) -> str:
+    rows = [
+        ("start -> first output, median (ms)", lambda f: f["first_output_ms"]["median"]),
+        ("start -> first output, min (ms)", lambda f: f["first_output_ms"]["min"]),
+        ("start -> first output, max (ms)", lambda f: f["first_output_ms"]["max"]),
+        (f"passthrough {lines:,} lines (lines/s)", lambda f: f"{f['lines_per_s']:,}"),
+        (f"passthrough {mib} MiB binary (MB/s)", lambda f: f["binary_mb_per_s"]),
+    ]
+    width = max(len(label) for label, _ in rows)
+    out = [f"{'':{width}}  {'python':>10}  {'node':>10}"]
+    for label, value in rows:
+        out.append(
+            f"{label:{width}}  {value(figures['python'])!s:>10}  {value(figures['node'])!s:>10}"
+        )
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--starts", type=int, default=20)
+    parser.add_argument("--lines", type=int, default=200_000)
+    parser.add_argument("--mib", type=int, default=64)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    options = parser.parse_args()
+    figures = measure(options.starts, options.lines, options.mib)
+    if options.json:
+        print(json.dumps(figures))
+    else:
+        print(table(figures, options.lines, options.mib))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,517 @@
+'use strict';
+// The Node.js runner: one detached process per instance of a JavaScript sequence.
+//
+//     node runner.js <instance dir>
+//
+// Started exactly like the Python runner (si/runner/process.py): its own session, fd 0 =
+// /dev/null, fd 1/2 = the instance's stdout/stderr files, fd 3 = a listening Unix socket. It
+// records who it is in runner.json, serves the link to whichever hub connects and proves the
+// token (a newer connection replaces an older one, so a restarted hub just dials again), runs
+// the sequence, and on exit writes output.tail and exit.json so that a hub that comes back
+// later still serves the output nobody read. No npm dependencies: only Node's own modules.
+
+const fs = require('node:fs');
+const net = require('node:net');
+const path = require('node:path');
+const { pathToFileURL } = require('node:url');
+
+const { AppContext, Logger } = require('./context.js');
+const { Channel, DEFAULT_WINDOW, Link, LinkError } = require('./link.js');
+const { InputStream, encodeValue, encoderFor, isIterable, isReadable, mediaType } = require('./streams.js');
+
+// Exit codes, as STH's hub maps them to statuses and reasons.
+const EXIT_COMPLETED = 0;
+const EXIT_INVALID_PATH = 21;
+const EXIT_FAILED_ON_START = 22;
+const EXIT_FAILED_DURING_EXECUTION = 23;
+const EXIT_KILLED = 137;
+const EXIT_STOPPED = 138;
+
+// Control and monitoring message codes (STH's numbering).
+const PING = 3000;
+const MONITORING = 3001;
+const SEQUENCE_STOPPED = 3006;
+const ALIVE = 3010;
+const PANG = 3012;
+const STOP = 4001;
+const KILL = 4002;
+const MONITORING_RATE = 4003;
+const EVENT = 5001;
+
+// Output is gathered into batches of about this size before a frame is sent: per-frame costs
+// are paid per batch, not per line, while a slow generator is still flushed at once (the flush
+// runs whenever the sequence yields to the event loop).
+const OUTPUT_BATCH = 64 * 1024;
+// Messages (events, stop notices) a runner may hold for an absent hub; beyond this emit drops.
+const MONITORING_WINDOW = 1 << 20;
+// How long a finishing runner waits for its last bytes to leave the socket.
+const DRAIN_TIMEOUT_MS = 500;
+const HEARTBEAT_MS = 1000;
+const SCHEMA_VERSION = 1;
+
+class SequenceLoadError extends Error {
+  constructor(exitCode, message) {
+    super(message);
+    this.exitCode = exitCode;
+  }
+}
+
+// -- files ---------------------------------------------------------------------------------
+
+/** Write `body` plus the schema version so readers see the old file or the new, never half. */
+function writeJsonAtomic(file, body) {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  const fd = fs.openSync(tmp, 'w', 0o600);
+  try {
+    fs.writeSync(fd, JSON.stringify({ schema: SCHEMA_VERSION, ...body }, null, 1));
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(tmp, file);
+}
+
+/** pid + start time (field 22 of /proc/self/stat) + boot id: an identity pid reuse cannot fake. */
+function processIdentity() {
+  const stat = fs.readFileSync('/proc/self/stat', 'latin1');
+  // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  let bootId = '';
+  try {
+    bootId = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    // not Linux: the pid and start time still identify the process
+  }
+  return { pid: process.pid, start_time: Number(fields[19]), boot_id: bootId };
+}
+
+// -- the sequence --------------------------------------------------------------------------
+
+/**
+ * Load the sequence's main file as STH's Node runner does; returns its functions and the
+ * optional topic declaration that may lead an exported array. Throws SequenceLoadError.
+ */
+async function loadSequence(sequenceDir, entry) {
+  const file = path.resolve(sequenceDir, entry);
+  let isFile = false;
+  try {
+    isFile = fs.statSync(file).isFile();
+  } catch {
+    // reported below
+  }
+  if (!isFile) {
+    throw new SequenceLoadError(
+      EXIT_INVALID_PATH,
+      `Sequence entrypoint path ${entry} is invalid. Check \`main\` field in package.json`,
+    );
+  }
+  // The package's own node_modules resolve from the file's directory upwards, as require does.
+  process.chdir(sequenceDir);
+  let exported;
+  try {
+    try {
+      exported = require(file);
+    } catch (error) {
+      if (!error || error.code !== 'ERR_REQUIRE_ESM') throw error;
+      exported = await import(pathToFileURL(file).href); // an ES module package
+    }
+  } catch (error) {
+    process.stderr.write(`${(error && error.stack) || error}\n`);
+    const summary = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+    throw new SequenceLoadError(EXIT_FAILED_ON_START, `Sequence failed on start: ${summary.split('\n')[0]}`);
+  }
+  // `export default` compiled by TypeScript or an ES module: take the default export.
+  if (exported && typeof exported === 'object' && !Array.isArray(exported) && 'default' in exported) {
+    exported = exported.default;
+  }
+  const parts = Array.isArray(exported) ? [...exported] : [exported];
+  let declaration = null;
+  if (parts.length && parts[0] && typeof parts[0] === 'object') declaration = parts.shift();
+  if (!parts.length || !parts.every((part) => typeof part === 'function')) {
+    throw new SequenceLoadError(
+      EXIT_FAILED_ON_START,
+      `Sequence failed on start: ${entry} must export a function or an array of functions`,
+    );
+  }
+  return { functions: parts, declaration };
+}
+
+/** One buffer of a batch of strings (encoded once) and buffers. */
+function joinBatch(parts) {
+  if (parts.every((part) => typeof part === 'string')) return Buffer.from(parts.join(''));
+  if (parts.length === 1) return parts[0];
+  return Buffer.concat(parts.map((part) => (typeof part === 'string' ? Buffer.from(part) : part)));
+}
+
+/** What one function of a chain hands the next: a stream the next can read, pipe or iterate. */
+function asStream(result) {
+  if (isReadable(result)) return result;
+  if (isIterable(result)) return require('node:stream').Readable.from(result, { objectMode: true });
+  return result;
+}
+
+// -- the runner ----------------------------------------------------------------------------
+
+class Runner {
+  constructor(instanceDir, spawn) {
+    this.instanceDir = instanceDir;
+    this.spawn = spawn;
+    this.instanceId = spawn.instance_id;
+    this.link = new Link(
+      'runner',
+      this.instanceId,
+      Buffer.from(spawn.token, 'hex'),
+      [
+        [Channel.MONITORING, MONITORING_WINDOW],
+        [Channel.OUTPUT, DEFAULT_WINDOW],
+      ],
+      [
+        [Channel.STDIN, DEFAULT_WINDOW],
+        [Channel.CONTROL, DEFAULT_WINDOW],
+        [Channel.INPUT, DEFAULT_WINDOW],
+      ],
+    );
+    this.socket = null;
+    this.input = new InputStream((n) => this.consumed(Channel.INPUT, n));
+    this.context = null;
+    this.batch = [];
+    this.batchSize = 0;
+    this.flushScheduled = false;
+    this.windowWaiters = [];
+    this.ending = false;
+    this.finishing = false;
+    this.stopRequested = false;
+    this.heartbeatTimer = null;
+    this.heartbeatBusy = false;
+  }
+
+  // -- connection ------------------------------------------------------------------------
+
+  attach(socket) {
+    const previous = this.socket;
+    this.socket = socket;
+    if (previous) previous.destroy();
+    socket.setNoDelay(true);
+    socket.on('data', (data) => this.receive(socket, data));
+    socket.on('close', () => this.detach(socket));
+    socket.on('error', () => {}); // 'close' follows; the hub dials again
+    this.link.connectionMade({ pid: process.pid });
+    this.flushSocket();
+  }
+
+  detach(socket) {
+    if (socket !== this.socket) return;
+    this.socket = null;
+    this.link.connectionLost();
+  }
+
+  receive(socket, data) {
+    if (socket !== this.socket) return;
+    let events;
+    try {
+      events = this.link.receiveData(data);
+    } catch (error) {
+      if (!(error instanceof LinkError)) throw error;
+      process.stderr.write(`dropping hub connection: ${error.message}\n`);
+      socket.destroy();
+      return;
+    }
+    for (const event of events) {
+      if (event.type === 'data') this.onData(event.channel, event.data);
+      else if (event.type === 'window' && event.channel === Channel.OUTPUT) this.windowOpened();
+      else if (event.type === 'ended' && event.channel === Channel.INPUT) this.input.end();
+      // 'established' needs nothing: the link resends what the hub lacks; 'message': the hub
+      // sends no unnumbered messages a runner must act on.
+    }
+    this.flushSocket();
+  }
+
+  /** Write what the link queued; a large batch goes out without being copied together. */
+  flushSocket() {
+    const pending = this.link.takePending();
+    const socket = this.socket;
+    if (!pending.length || !socket || socket.destroyed) return;
+    socket.cork();
+    for (const buffer of pending) socket.write(buffer);
+    socket.uncork();
+  }
+
+  consumed(channel, nbytes) {
+    this.link.consume(channel, nbytes);
+    this.flushSocket();
+  }
+
+  onData(channel, data) {
+    if (channel === Channel.INPUT) {
+      this.input.feed(data);
+    } else if (channel === Channel.CONTROL) {
+      this.link.consume(channel, data.length);
+      let message;
+      try {
+        message = JSON.parse(data.toString('utf8'));
+      } catch {
+        process.stderr.write('ignoring a malformed control message\n');
+        return;
+      }
+      this.onControl(message);
+    } else if (channel === Channel.STDIN) {
+      // Accepted and acknowledged, as the Python runner does; sequences read their input.
+      this.link.consume(channel, data.length);
+    }
+  }
+
+  onControl(message) {
+    if (!Array.isArray(message)) return;
+    const [code, body = {}] = message;
+    if (code === KILL) {
+      if (this.context) this.context.runKillHandlers();
+      // STH: a kill after a stop request ends the instance as stopped.
+      if (this.stopRequested) this.finish(EXIT_STOPPED, 'Instance stopped');
+      else this.finish(EXIT_KILLED, 'Instance killed');
+    } else if (code === STOP) {
+      this.stop(body);
+    } else if (code === EVENT && this.context) {
+      this.context.dispatchEvent(body.eventName || '', body.message);
+    } else if (code === MONITORING_RATE) {
+      const rate = Number(body.monitoringRate);
+      this.startHeartbeat(rate > 0 ? 1000 / rate : HEARTBEAT_MS);
+    }
+  }
+
+  async stop(body) {
+    const timeout = Number.isFinite(body.timeout) ? body.timeout : 7000;
+    const canCallKeepalive = Boolean(body.canCallKeepalive);
+    this.stopRequested = true;
+    if (this.context) {
+      this.context.keepAliveRequested = false;
+      try {
+        await this.context.runStopHandlers(timeout, canCallKeepalive);
+      } catch (error) {
+        process.stderr.write(`stop handler failed: ${(error && error.stack) || error}\n`);
+      }
+      if (canCallKeepalive && this.context.keepAliveRequested) return;
+    }
+    this.sendMonitoring([SEQUENCE_STOPPED, {}]);
+    this.finish(EXIT_STOPPED, 'Instance stopped');
+  }
+
+  // -- to the hub ------------------------------------------------------------------------
+
+  sendMonitoring(message) {
+    if (this.link.writable(Channel.MONITORING) <= 0) {
+      process.stderr.write(`hub absent too long: dropping message ${message[0]}\n`);
+      return;
+    }
+    this.link.sendJson(Channel.MONITORING, message);
+    this.flushSocket();
+  }
+
+  emitEvent(eventName, message) {
+    this.sendMonitoring([EVENT, { eventName, message }]);
+  }
+
+  sendAlive(milliseconds) {
+    this.sendMonitoring([ALIVE, { keepAlive: milliseconds }]);
+  }
+
+  startHeartbeat(intervalMs) {
+    clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = setInterval(() => this.heartbeat(), intervalMs);
+  }
+
+  async heartbeat() {
+    if (this.heartbeatBusy) return; // a slow monitoring handler: skip beats, never pile up
+    this.heartbeatBusy = true;
+    try {
+      const health = this.context ? await this.context.health() : { healthy: true };
+      if (this.link.sendMessage([MONITORING, health])) this.flushSocket();
+    } finally {
+      this.heartbeatBusy = false;
+    }
+  }
+
+  // -- output ----------------------------------------------------------------------------
+
+  windowOpened() {
+    this.flushBatch();
+    const waiters = this.windowWaiters;
+    this.windowWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  flushBatch() {
+    this.flushScheduled = false;
+    if (!this.batch.length || this.link.writable(Channel.OUTPUT) <= 0) return;
+    const data = joinBatch(this.batch);
+    this.batch = [];
+    this.batchSize = 0;
+    this.link.send(Channel.OUTPUT, data);
+    this.flushSocket();
+  }
+
+  /** Queue encoded output (a string or bytes); true when the batch is full and must be written. */
+  addOutput(data) {
+    if (!data || !data.length) return false;
+    this.batch.push(data);
+    this.batchSize += data.length;
+    if (this.batchSize >= OUTPUT_BATCH) return true;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flushBatch());
+    }
+    return false;
+  }
+
+  /** Write the batch, waiting while the OUTPUT window is full: the source is not pulled then. */
+  async writeBatchWhenPossible() {
+    while (this.batch.length) {
+      if (this.link.writable(Channel.OUTPUT) <= 0) {
+        await new Promise((resolve) => this.windowWaiters.push(resolve));
+        continue;
+      }
+      this.flushBatch();
+    }
+    // Let control messages and acknowledgements in between batches of a tight generator.
+    await new Promise(setImmediate);
+  }
+
+  async pumpOutput(result) {
+    if (isReadable(result) || isIterable(result)) {
+      let encode = null;
+      for await (const item of result) {
+        if (this.ending) break;
+        encode = encode || encoderFor(result);
+        if (this.addOutput(encode(item))) await this.writeBatchWhenPossible();
+      }
+    } else {
+      this.addOutput(encodeValue(result));
+    }
+    await this.endOutput();
+  }
+
+  async endOutput() {
+    await this.writeBatchWhenPossible();
+    this.link.end(Channel.OUTPUT);
+    this.flushSocket();
+  }
+
+  // -- lifecycle -------------------------------------------------------------------------
+
+  async run(sequence) {
+    const { functions, declaration } = sequence;
+    const logger = new Logger(path.join(this.instanceDir, 'log'), this.instanceId);
+    this.context = new AppContext(this, { ...(this.spawn.app_config || {}) }, logger);
+    if (declaration && declaration.requires && declaration.contentType) {
+      this.input.setContentType(declaration.contentType);
+      this.sendMonitoring([PANG, { requires: declaration.requires, contentType: declaration.contentType }]);
+    }
+    const args = this.spawn.args || [];
+    try {
+      let stream = this.input;
+      let result;
+      for (let index = 0; index < functions.length; index++) {
+        result = functions[index].call(this.context, stream, ...args);
+        if (result && typeof result.then === 'function') result = await result;
+        if (index < functions.length - 1) {
+          if (result === undefined || result === null) {
+            throw new Error(`function ${index} of the sequence returned nothing: the chain ended prematurely`);
+          }
+          stream = asStream(result);
+        }
+      }
+      if (this.ending) return; // context.end() already ended the output
+      if (result && result.topic && result.contentType && mediaType(result.contentType)) {
+        this.sendMonitoring([PANG, { provides: result.topic, contentType: result.contentType }]);
+      }
+      await this.pumpOutput(result);
+    } catch (error) {
+      this.fail(error);
+      return;
+    }
+    this.finish(EXIT_COMPLETED, 'Instance completed');
+  }
+
+  /** context.end(): stop pulling output, end it, complete the instance. */
+  async endSequence() {
+    if (this.ending) return;
+    this.ending = true;
+    await this.endOutput();
+    this.finish(EXIT_COMPLETED, 'Instance completed');
+  }
+
+  fail(error) {
+    process.stderr.write(`${(error && error.stack) || error}\n`);
+    this.finish(EXIT_FAILED_DURING_EXECUTION, 'Sequence failed during execution');
+  }
+
+  /** Record how the instance ended and what output the hub had not consumed, then exit. */
+  finish(code, reason) {
+    if (this.finishing) return;
+    this.finishing = true;
+    clearInterval(this.heartbeatTimer);
+    const output = this.link.outbound.get(Channel.OUTPUT);
+    const base = output.acked;
+    const unconsumed = output.replay.map(([offset, payload]) => payload.subarray(Math.max(0, base - offset)));
+    fs.writeFileSync(path.join(this.instanceDir, 'output.tail'), Buffer.concat(unconsumed), { mode: 0o600 });
+    writeJsonAtomic(path.join(this.instanceDir, 'exit.json'), {
+      code,
+      reason,
+      output: { base, end: output.nextOffset, ended: output.ended },
+      time: Date.now() / 1000,
+    });
+    this.drainThenExit(code);
+  }
+
+  /**
+   * Exit once a connected hub has what was written: the handshake done (a hub that dialled as
+   * the sequence finished then gets PING and output over the link, not from output.tail) and
+   * the socket drained. Bounded: a hub that does not answer is not waited for.
+   */
+  drainThenExit(code) {
+    const deadline = Date.now() + DRAIN_TIMEOUT_MS;
+    const check = () => {
+      const socket = this.socket;
+      const delivered = !socket || socket.destroyed || (this.link.established && socket.writableLength === 0);
+      if (delivered || Date.now() >= deadline) process.exit(code);
+      setTimeout(check, 2);
+    };
+    check();
+  }
+}
+
+async function main(argv) {
+  const instanceDir = path.resolve(argv[2]);
+  const spawn = JSON.parse(fs.readFileSync(path.join(instanceDir, 'spawn.json'), 'utf8'));
+  writeJsonAtomic(path.join(instanceDir, 'runner.json'), {
+    ...processIdentity(),
+    socket: spawn.socket,
+    token: spawn.token,
+    protocol: 1,
+  });
+  const runner = new Runner(instanceDir, spawn);
+  process.on('uncaughtException', (error) => runner.fail(error));
+  process.on('unhandledRejection', (error) => runner.fail(error));
+  for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => runner.finish(EXIT_KILLED, 'Instance killed'));
+  const server = net.createServer((socket) => runner.attach(socket));
+  server.listen({ fd: 3 });
+  runner.startHeartbeat(HEARTBEAT_MS);
+  let sequence;
+  try {
+    sequence = await loadSequence(spawn.sequence_dir, spawn.entry);
+  } catch (error) {
+    if (!(error instanceof SequenceLoadError)) throw error;
+    runner.finish(error.exitCode, error.message);
+    return;
+  }
+  runner.sendMonitoring([PING, { pid: process.pid }]);
+  runner.run(sequence);
+}
+
+if (require.main === module) {
+  main(process.argv).catch((error) => {
+    process.stderr.write(`${(error && error.stack) || error}\n`);
+    process.exit(70); // the runner itself failed before it could record anything
+  });
+}
+
+module.exports = { Runner, loadSequence, main };
