@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -112,8 +111,11 @@ def _serve_detached(
         args += ["--retention", repr(retention)]
     pid = hubctl.detach(args, paths)
     render.message(f"hub started in the background (pid {pid}); stop it with 'si hub stop'")
-    sys.stdout.write(f"export SI_HUB={shlex.quote(str(paths.socket))}\n")
-    sys.stdout.flush()
+    cli = state()
+    if cli.format.value == "json":
+        cli.renderer.show({"SI_HUB": str(paths.socket), "pid": pid})
+    else:
+        render.write_line(f"export SI_HUB={shlex.quote(str(paths.socket))}")
 
 
 @command(app, "stop", example=["si hub stop --home /tmp/h"])
