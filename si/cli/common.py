@@ -308,8 +308,11 @@ def binary_stdin(what: str, *, allow_terminal: bool = True) -> Any:
     Typing into an instance's input from a terminal is fine (end with Ctrl-D); a package is
     binary, so ``allow_terminal=False`` refuses a terminal instead of waiting on it.
     """
-    stream = sys.stdin.buffer
+    # Unbuffered: whatever arrives is sent at once, and a thread blocked reading a terminal
+    # holds no buffer lock that would stall the interpreter's exit.
+    stream = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
     if not allow_terminal and stream.isatty():
+        stream.close()
         raise SiError(f"give {what} as a file or pipe it in; stdin is a terminal")
     return stream
 

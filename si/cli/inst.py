@@ -64,11 +64,6 @@ def _source(file: str | None, what: str) -> Any:
     return existing_file(file).open("rb")
 
 
-def _close(body: Any) -> None:
-    if body is not sys.stdin.buffer:
-        body.close()
-
-
 # -- listing and inspecting ------------------------------------------------------------------------
 
 
@@ -179,7 +174,7 @@ def input_(instance: str, file: str | None, content_type: str, end: bool) -> Non
         with cli.client() as client:
             client.send_input(instance_id, body, content_type, end=end)
     finally:
-        _close(body)
+        body.close()
 
 
 @command(app, "stdin", example="echo hello | si inst stdin -")
@@ -194,7 +189,7 @@ def stdin(instance: str, file: str | None) -> None:
         with cli.client() as client:
             client.send_stdin(instance_id, body)
     finally:
-        _close(body)
+        body.close()
 
 
 @command(app, "inout", example="seq 3 | si inst inout - -t text/plain")
@@ -215,7 +210,7 @@ def inout(instance: str, file: str | None, content_type: str | None) -> None:
         with cli.client() as client:
             cli.renderer.stream(client.inout(instance_id, body, content_type))
     finally:
-        _close(body)
+        body.close()
 
 
 @command(app, "stdio", "attach", example="si inst attach -")
@@ -242,7 +237,7 @@ def stdio(instance: str) -> None:
 
         def feed() -> None:
             try:
-                client.send_stdin(instance_id, sys.stdin.buffer)
+                client.send_stdin(instance_id, binary_stdin("the data"))
             except Exception as exc:
                 render.warning(f"stdin: {exc}")
 

@@ -140,7 +140,8 @@ def upload_package(
     from si.cli import progress
 
     if source is None:
-        return _reply_id(send(binary_stdin("the package", allow_terminal=False)), "sequence")
+        with binary_stdin("the package", allow_terminal=False) as stdin:
+            return _reply_id(send(stdin), "sequence")
     if source.is_dir():
         _print_manifest_warnings(source)
         chunks = packed_chunks(source, tee)

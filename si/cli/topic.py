@@ -123,8 +123,7 @@ def send(name: str, file: str | None, content_type: str) -> None:
         with cli.client() as client:
             client.send_topic(topic, body, content_type)
     finally:
-        if file is not None:
-            body.close()
+        body.close()
 
 
 @command(app, "get", example="si topic get cities | head")
