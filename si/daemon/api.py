@@ -30,6 +30,7 @@ from si.daemon.sequences import (
     rename_sequence,
     store_upload,
 )
+from si.daemon.topics import DEFAULT_CONTENT_TYPE, MessageSplitter, Topic, TopicError
 from si.errors import PackageError
 from si.package.unpack import MAX_PACKAGE_BYTES
 from si.protocol.frames import Channel
@@ -60,6 +61,11 @@ class Api:
         self.routes: list[tuple[str, re.Pattern[str], RouteHandler]] = [
             route("GET", "/version", self.version),
             route("GET", "/load-check", self.load_check),
+            route("GET", "/topics", self.list_topics),
+            route("POST", "/topics", self.create_topic),
+            route("DELETE", "/topics/(?P<name>[^/]+)", self.delete_topic),
+            route("POST", "/topic/(?P<name>[^/]+)", self.produce),
+            route("GET", "/topic/(?P<name>[^/]+)", self.consume),
             route("GET", "/log", self.hub_log),
             route("GET", "/audit", self.hub_audit),
             route("POST", "/instance/(?P<id>[^/]+)/inout", self.instance_inout),
@@ -232,6 +238,88 @@ class Api:
         await response.start(200, [("content-type", "application/octet-stream")])
         async for chunk in feed.follow():
             await response.write(chunk)
+
+    # -- topics ----------------------------------------------------------------------------
+
+    async def list_topics(self, request: Request, response: Response) -> None:
+        await response.json(200, [t.record() for t in self.hub.topics.topics.values()])
+
+    async def create_topic(self, request: Request, response: Response) -> None:
+        body = await self._json_object(request)
+        name, content_type = body.get("id"), body.get("content-type")
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "Missing body param: id")
+        if not isinstance(content_type, str) or not content_type:
+            raise ApiError(400, "Missing body param: content-type")
+        if name in self.hub.topics.topics:
+            raise ApiError(400, "Topic with given id already exist")
+        topic = self._topic(name, content_type)
+        await response.json(
+            200,
+            {
+                "id": topic.name,
+                "origin": {"id": "si", "type": "hub"},
+                "state": "flowing",
+                "contentType": topic.content_type,
+            },
+        )
+
+    async def delete_topic(self, request: Request, response: Response) -> None:
+        await self._json_body(request)
+        name = request.params["name"]
+        try:
+            self.hub.topics.remove(name)
+        except TopicError as exc:
+            raise ApiError(exc.status, exc.message) from None
+        await response.json(200, {"message": f"Topic {name} removed"})
+
+    def _topic(self, name: str, content_type: str) -> Topic:
+        try:
+            return self.hub.topics.get_or_create(name, content_type)
+        except TopicError as exc:
+            raise ApiError(exc.status, exc.message) from None
+
+    async def produce(self, request: Request, response: Response) -> None:
+        """An HTTP producer: whole messages into the topic, read only as fast as it has room."""
+        topic = self._topic(request.params["name"], request.content_type)
+        splitter = MessageSplitter(topic.content_type)
+        topic.producers += 1
+        try:
+            async for chunk in request.body():
+                await topic.publish(splitter.feed(chunk))
+            await topic.publish(splitter.finish())
+        except trio.ClosedResourceError:
+            raise ApiError(410, f"Topic {topic.name} was removed") from None
+        finally:
+            topic.producers -= 1
+        await response.json(200, {})
+
+    async def consume(self, request: Request, response: Response) -> None:
+        """An HTTP consumer: every message from where it attaches (``x-si-offset`` resumes)."""
+        content_type = request.content_type or DEFAULT_CONTENT_TYPE
+        topic = self._topic(request.params["name"], content_type)
+        self._check_accept(request, "application/octet-stream")
+        offset_header = request.header("x-si-offset")
+        try:
+            offset = int(offset_header) if offset_header else None
+        except ValueError:
+            raise ApiError(400, "x-si-offset must be a byte offset") from None
+        pipe = topic.pipe
+        reader = pipe.attach(offset)
+        try:
+            await response.start(
+                200,
+                [
+                    ("content-type", "application/octet-stream"),
+                    ("x-si-offset", str(reader.position)),
+                ],
+            )
+            while (data := await pipe.read(reader)) is not None:
+                await response.write(data)
+                pipe.delivered(reader, len(data))
+            await response.end()
+        finally:
+            pipe.detach(reader)
 
     async def load_check(self, request: Request, response: Response) -> None:
         await response.json(200, await trio.to_thread.run_sync(load_figures, self.hub))
@@ -479,6 +567,8 @@ class Api:
         runner_link = instance.runner_link
         if not instance.live or runner_link is None or instance.exited:
             raise ApiError(409, f"Instance {instance.id} is not running")
+        if instance.requires is not None:
+            raise ApiError(405, "Input provided in other way")
         end = parse_end_stream(request.header("x-end-stream"), default=True)
         lock = self._input_locks.setdefault(instance.id, trio.Lock())
         async with lock:

@@ -23,8 +23,10 @@ from si.daemon.node import NodeNotFound, node_runner_argv
 from si.daemon.options import HubOptions
 from si.daemon.sequences import Sequence, load_sequences
 from si.daemon.spawn import Spawner, SpawnError
+from si.daemon.topics import DEFAULT_CONTENT_TYPE, MessageSplitter, Topic, TopicError, Topics
 from si.fsutil import read_json, write_json_atomic
 from si.paths import HubPaths
+from si.protocol.frames import Channel
 from si.runner.identity import ProcessIdentity
 
 log = logging.getLogger("si.hub")
@@ -56,6 +58,7 @@ class Hub:
         self.instances: dict[str, Instance] = {}
         self.started_at = time.time()
         self.spawner = Spawner(paths.lock.parent)
+        self.topics = Topics()
         self.log_feed = Feed()
         self.audit_feed = Feed()
         self._nursery: trio.Nursery | None = None
@@ -89,6 +92,7 @@ class Hub:
                     "reason": f"Instance record unreadable: {exc}",
                 }
             instance.on_event = self.broadcast_event
+            instance.on_topics = self.route_instance
             self.instances[instance.id] = instance
             sequence = self.sequences.get(instance.sequence_id)
             if sequence is not None:
@@ -126,6 +130,7 @@ class Hub:
             return
         instance.make_link(token, socket_path, prove_within=ADOPT_PROOF_TIMEOUT)
         self.nursery.start_soon(self._supervise, instance)
+        self.route_instance(instance)  # routes recorded before the restart
 
     def _mark_lost(self, instance: Instance, reason: str) -> None:
         """Give up on a runner that could not be proven; it is never signalled."""
@@ -187,6 +192,7 @@ class Hub:
         )
         instance = Instance(directory, record, known_link=True)
         instance.on_event = self.broadcast_event
+        instance.on_topics = self.route_instance
         instance.save()
         try:
             argv = node_runner_argv(directory) if manifest.language == "node" else None
@@ -210,6 +216,15 @@ class Hub:
         exit_code = (instance.terminated or {}).get("exitcode")
         loaded = (directory / "exit.json").exists() and exit_code not in LOAD_FAILURES
         if instance.ready.is_set() or loaded:
+            # The start request's --output-topic / --input-topic, and what the module declares.
+            try:
+                declared = read_json(directory / "declared.json")
+            except (OSError, ValueError):
+                declared = {}
+            for key in ("provides", "requires"):
+                if isinstance(declared.get(key), dict):
+                    instance.declare_topics(declared[key])
+            instance.declare_topics({})
             return instance
         if not instance.finished.is_set():
             await self.kill(instance)
@@ -241,6 +256,71 @@ class Hub:
             return
         instance.collect_exit(instance.wait_code)
         self._schedule_expiry(instance)
+
+    # -- topics ----------------------------------------------------------------------------
+
+    def route_instance(self, instance: Instance) -> None:
+        """Wire an instance's output and input to its topics (once each).
+
+        An instance that already ended still hands its remaining output to its topic.
+        """
+        for direction, route in (("provides", instance.provides), ("requires", instance.requires)):
+            if route is None or direction in instance.routed:
+                continue
+            if direction == "requires" and instance.exited:
+                continue
+            name, content_type = route
+            try:
+                existing = self.topics.topics.get(name)
+                topic = self.topics.get_or_create(
+                    name,
+                    content_type or (existing.content_type if existing else DEFAULT_CONTENT_TYPE),
+                )
+            except TopicError as exc:
+                log.warning("instance %s: cannot route to topic %s: %s", instance.id, name, exc)
+                continue
+            instance.routed.add(direction)
+            task = self._produce_from if direction == "provides" else self._consume_into
+            self.nursery.start_soon(task, instance, topic)
+
+    async def _produce_from(self, instance: Instance, topic: Topic) -> None:
+        """An instance's output into a topic, message by message, at the topic's pace."""
+        pipe = instance.output
+        reader = pipe.attach()
+        splitter = MessageSplitter(topic.content_type)
+        topic.producers += 1
+        try:
+            while (data := await pipe.read(reader)) is not None:
+                await topic.publish(splitter.feed(data))
+                pipe.delivered(reader, len(data))
+            await topic.publish(splitter.finish())
+        except trio.ClosedResourceError:
+            pass  # the topic was removed
+        finally:
+            pipe.detach(reader)
+            topic.producers -= 1
+
+    async def _consume_into(self, instance: Instance, topic: Topic) -> None:
+        """A topic into an instance's input, within the input's window."""
+        runner_link = instance.runner_link
+        if runner_link is None:
+            return
+        while not runner_link.link.established and not instance.exited:
+            await runner_link.connected.wait()
+        reader = topic.pipe.attach()
+        try:
+            declared = bool(instance.requires and instance.requires[1])
+            if runner_link.link.outbound[Channel.INPUT].next_offset == 0 and not declared:
+                # A sequence that declared its input topic knows its type; others are told.
+                header = f"Content-Type: {topic.content_type}\r\n\r\n".encode()
+                await runner_link.send(Channel.INPUT, header)
+            with trio.CancelScope() as scope:
+                instance.input_routes.append(scope)
+                while not instance.exited and (data := await topic.pipe.read(reader)) is not None:
+                    await runner_link.send(Channel.INPUT, data)
+                    topic.pipe.delivered(reader, len(data))
+        finally:
+            topic.pipe.detach(reader)
 
     def broadcast_event(self, source: Instance, name: str, message: Any) -> None:
         """STH's in-hub event bus: an instance's event goes to every other live instance."""

@@ -104,6 +104,14 @@ class Instance:
         self.wait_code: int | None = None
         self.remove_immediately = False
         self.unreachable: str | None = None  # why an adopted runner could not be proven
+        # Topic routes, (topic name, content type): from the start payload's outputTopic and
+        # inputTopic, else from what the sequence declares (PANG). Kept across hub restarts.
+        topics = record.get("topics") or {}
+        self.provides: tuple[str, str] | None = _route(topics.get("provides"))
+        self.requires: tuple[str, str] | None = _route(topics.get("requires"))
+        self.on_topics: Callable[[Instance], None] | None = None
+        self.routed: set[str] = set()  # "provides", "requires": routes the hub has wired
+        self.input_routes: list[trio.CancelScope] = []
         self.events = EventBoard()
         # The hub's event bus: called with (instance, name, message) for every emitted event.
         self.on_event: Callable[[Instance, str, Any], None] | None = None
@@ -130,9 +138,10 @@ class Instance:
             # si's addition: whether the hub holds a live link to the runner right now.
             "connected": self.live and self.link is not None and self.link.established,
         }
-        for key in ("inputTopic", "outputTopic"):
-            if self.start_payload.get(key):
-                body["requires" if key == "inputTopic" else "provides"] = self.start_payload[key]
+        if self.provides is not None:
+            body["provides"] = self.provides[0]
+        if self.requires is not None:
+            body["requires"] = self.requires[0]
         return {key: value for key, value in body.items() if value is not None}
 
     def save(self) -> None:
@@ -151,6 +160,10 @@ class Instance:
                 "ended": self.ended,
                 "terminated": self.terminated,
                 "pid": self.pid,
+                "topics": {
+                    "provides": list(self.provides) if self.provides else None,
+                    "requires": list(self.requires) if self.requires else None,
+                },
             },
         )
 
@@ -272,6 +285,8 @@ class Instance:
         if not self.output.ended:
             self.output.close()  # killed mid-stream: readers end after what was saved
         self.events.close()
+        for route in self.input_routes:
+            route.cancel()
         self.finished.set()
 
     def collect_saved_output(self) -> None:
@@ -338,6 +353,8 @@ class Instance:
             self.ready.set()
         elif code == ALIVE:
             self.keepalive_since_stop = True
+        elif code == PANG and len(message) > 1 and isinstance(message[1], dict):
+            self.declare_topics(message[1])
         elif code == EVENT and len(message) > 1 and isinstance(message[1], dict):
             name = message[1].get("eventName")
             if isinstance(name, str):
@@ -345,6 +362,20 @@ class Instance:
                 self.events.publish(name, payload)
                 if self.on_event is not None:
                     self.on_event(self, name, payload)
+
+    def declare_topics(self, declared: dict[str, Any]) -> None:
+        """Resolve the instance's topic routes: the start payload's names win (STH)."""
+        content_type = declared.get("contentType") or ""
+        changed = False
+        for key, payload_key in (("provides", "outputTopic"), ("requires", "inputTopic")):
+            name = self.start_payload.get(payload_key) or declared.get(key)
+            if name and getattr(self, key) is None:
+                setattr(self, key, (str(name), str(content_type)))
+                changed = True
+        if changed:
+            self.save()
+            if self.on_topics is not None:
+                self.on_topics(self)
 
     def on_message(self, message: Any) -> None:
         if isinstance(message, list) and message and message[0] == MONITORING:
@@ -363,3 +394,13 @@ class Instance:
             await self.finished.wait()
             return
         self.signal(signal.SIGKILL)
+
+
+def _route(value: Any) -> tuple[str, str] | None:
+    if (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, str) for v in value)
+    ):
+        return (value[0], value[1])
+    return None

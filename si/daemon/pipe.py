@@ -33,9 +33,14 @@ class PipeReader:
 class OutputPipe:
     """Bytes ``[head, tail)`` received and not yet consumed by every reader."""
 
-    def __init__(self, on_consumed: Callable[[int], None], base: int = 0) -> None:
+    def __init__(
+        self, on_consumed: Callable[[int], None], base: int = 0, *, retain: int = 0
+    ) -> None:
         self._on_consumed = on_consumed
         self._chunks: deque[tuple[int, bytes]] = deque()
+        # Consumed bytes kept for readers that come back (a topic consumer that reconnects
+        # after its client dropped what was in flight); 0 for an instance's output.
+        self.retain = retain
         self.head = base
         self.tail = base
         self.ended = False
@@ -71,8 +76,13 @@ class OutputPipe:
 
     # -- reader side -----------------------------------------------------------------------
 
+    @property
+    def floor(self) -> int:
+        """The oldest offset still held: a reader asking for less starts here."""
+        return self._chunks[0][0] if self._chunks and self.retain else self.head
+
     def attach(self, offset: int | None = None) -> PipeReader:
-        position = self.head if offset is None else max(offset, self.head)
+        position = self.head if offset is None else max(offset, min(self.floor, self.head))
         reader = PipeReader(position)
         self._readers.add(reader)
         return reader
@@ -125,6 +135,7 @@ class OutputPipe:
         consumed = new_head - self.head
         self.head = new_head
         chunks = self._chunks
-        while chunks and chunks[0][0] + len(chunks[0][1]) <= new_head:
+        keep_from = new_head - self.retain
+        while chunks and chunks[0][0] + len(chunks[0][1]) <= keep_from:
             chunks.popleft()
         self._on_consumed(consumed)

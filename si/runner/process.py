@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -69,6 +70,7 @@ MONITORING = 3001
 SEQUENCE_STOPPED = 3006
 ALIVE = 3010
 SEQUENCE_COMPLETED = 3011
+PANG = 3012
 EVENT = 5001
 STOP = 4001
 KILL = 4002
@@ -297,6 +299,26 @@ class Runner:
             if self.link.send_message([MONITORING, health]):
                 self.flush()
 
+    def declare_topics(self, module: Any) -> None:
+        """Tell the hub the module-level topic declarations (STH's ``provides``/``requires``).
+
+        Written to ``declared.json`` before the sequence runs, so a hub routes them even when
+        the sequence ends before the hub connected; also sent as STH's PANG messages.
+        """
+        declared: dict[str, Any] = {}
+        for name in ("provides", "requires"):
+            value = getattr(module, name, None)
+            if isinstance(value, dict) and value.get(name):
+                declared[name] = {
+                    name: str(value[name]),
+                    "contentType": str(value.get("contentType", "")),
+                }
+        if not declared:
+            return
+        write_json_atomic(self.instance_dir / "declared.json", declared)
+        for declaration in declared.values():
+            self.send_monitoring([PANG, declaration])
+
     async def run_sequence(self, module: Any) -> None:
         spawn = self.spawn
         logger = make_sequence_logger(spawn, self.instance_dir / "log", self.instance_id)
@@ -310,7 +332,7 @@ class Runner:
             sys.stdin = self.stdin  # async: `async for line in sys.stdin`
             result = module.run(context, scramjet_stream(self.input), *spawn.get("args", []))
             # Not inspect.isawaitable: a scramjet Stream defines __await__ only to refuse it.
-            if asyncio.iscoroutine(result) or asyncio.isfuture(result):
+            if inspect.iscoroutine(result) or asyncio.isfuture(result):
                 result = await result
             if result is not None:
                 declared = getattr(result, "content_type", None)
@@ -339,6 +361,7 @@ class Runner:
         if load_error is not None:
             self.finish(load_error.exit_code, str(load_error))
         else:
+            self.declare_topics(module)
             self.send_monitoring([PING, {"pid": os.getpid()}])
             self.spawn_task(self.run_sequence(module))
         code, reason = await self._done

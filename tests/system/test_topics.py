@@ -1,0 +1,201 @@
+"""Topics through a real hub: HTTP and instance producers and consumers, bounds, resumption."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from si.client import HubClient, HubError
+from si.paths import connectable_unix_path
+from si.testing import HubProcess, python_package
+
+pytestmark = pytest.mark.system
+
+PRODUCER = """
+provides = {"provides": "numbers", "contentType": "application/x-ndjson"}
+
+def run(context, input, count):
+    return ({"n": n} for n in range(int(count)))
+"""
+
+CONSUMER = """
+requires = {"requires": "numbers", "contentType": "application/x-ndjson"}
+
+async def run(context, input):
+    async for message in input:
+        yield message["n"] * 10
+"""
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def take_lines(stream: Iterator[bytes], count: int) -> list[bytes]:
+    buffer = b""
+    for chunk in stream:
+        buffer += chunk
+        if buffer.count(b"\n") >= count:
+            break
+    return buffer.split(b"\n")[:count]
+
+
+def test_instance_to_topic_to_instance(client: HubClient) -> None:
+    consumer = client.start_sequence(client.send_sequence(python_package(CONSUMER))["id"], {})["id"]
+    client.start_sequence(client.send_sequence(python_package(PRODUCER))["id"], {"args": ["50"]})
+    lines = take_lines(client.stream(f"instance/{consumer}/output"), 50)
+    assert [int(line) for line in lines] == [n * 10 for n in range(50)]
+    topics = {t["topic"]: t for t in client._request("GET", "topics")}
+    assert topics["numbers"]["contentType"] == "application/x-ndjson"
+    with pytest.raises(HubError, match="Input provided in other way"):
+        client.send_input(consumer, iter([b"x\n"]), content_type="text/plain", end=False)
+
+
+def test_http_producer_to_instance_and_instance_to_http_consumer(client: HubClient) -> None:
+    consumer = client.start_sequence(client.send_sequence(python_package(CONSUMER))["id"], {})["id"]
+    body = b"".join(json.dumps({"n": n}).encode() + b"\n" for n in range(10))
+    client._request(
+        "POST", "topic/numbers", content=body, headers={"content-type": "application/x-ndjson"}
+    )
+    assert [int(x) for x in take_lines(client.stream(f"instance/{consumer}/output"), 10)] == [
+        n * 10 for n in range(10)
+    ]
+
+
+def test_http_consumer_of_an_instance_producer(client: HubClient) -> None:
+    client.start_sequence(client.send_sequence(python_package(PRODUCER))["id"], {"args": ["20"]})
+    lines = take_lines(client.topic_stream("numbers", "application/x-ndjson"), 20)
+    assert [json.loads(line)["n"] for line in lines] == list(range(20))
+
+
+def test_a_type_mismatch_is_415_naming_the_type(client: HubClient) -> None:
+    client._request("POST", "topics", json={"id": "typed", "content-type": "text/plain"})
+    with pytest.raises(HubError, match="Acceptable Content-Type for typed is text/plain") as error:
+        client._request(
+            "POST", "topic/typed", content=b"{}\n", headers={"content-type": "application/x-ndjson"}
+        )
+    assert error.value.status == 415
+
+
+def test_topic_management(client: HubClient) -> None:
+    created = client._request(
+        "POST", "topics", json={"id": "managed", "content-type": "text/plain"}
+    )
+    assert created["id"] == "managed"
+    assert created["contentType"] == "text/plain"
+    with pytest.raises(HubError, match="already exist"):
+        client._request("POST", "topics", json={"id": "managed", "content-type": "text/plain"})
+    with pytest.raises(HubError, match="incorrect format"):
+        client._request("POST", "topics", json={"id": "bad name!", "content-type": "text/plain"})
+    assert client._request("DELETE", "topics/managed") == {"message": "Topic managed removed"}
+    with pytest.raises(HubError) as missing:
+        client._request("DELETE", "topics/managed")
+    assert missing.value.status == 404
+
+
+def test_a_consumer_that_disconnects_and_returns_loses_nothing(
+    client: HubClient, hub: HubProcess
+) -> None:
+    total = 100_000
+    blocks = [
+        b"".join(f"{n}\n".encode() for n in range(start, start + 1000))
+        for start in range(0, total, 1000)
+    ]
+    producer = threading.Thread(
+        target=lambda: HubClient(hub.address)._request(
+            "POST", "topic/count", content=iter(blocks), headers={"content-type": "text/plain"}
+        ),
+        daemon=True,
+    )
+    producer.start()
+    received = bytearray()
+    first: int | None = None
+    target, dirfd = connectable_unix_path(hub.socket)
+    try:
+        with httpx.Client(
+            transport=httpx.HTTPTransport(uds=target), base_url="http://si/api/v1"
+        ) as http:
+            for attempt in range(6):  # five disconnects, then read to the end
+                headers = {"content-type": "text/plain"}
+                if first is not None:
+                    headers["x-si-offset"] = str(first + len(received))
+                want = total if attempt == 5 else (attempt + 1) * total // 6
+                with http.stream("GET", "topic/count", headers=headers, timeout=30) as reply:
+                    start = int(reply.headers["x-si-offset"])
+                    if first is None:
+                        first = start
+                    assert start == first + len(received)  # resumes exactly where it left
+                    for chunk in reply.iter_raw():
+                        received += chunk
+                        if received.count(b"\n") >= want:
+                            break
+    finally:
+        if dirfd is not None:
+            os.close(dirfd)
+    numbers = [int(n) for n in received.split()]
+    assert numbers[:total] == list(range(total))
+    producer.join(10)
+
+
+def test_a_topic_nobody_reads_pauses_its_producer_and_keeps_the_hub_small(
+    client: HubClient, hub: HubProcess
+) -> None:
+    assert hub.process is not None
+    sent = 0
+
+    def endless() -> Iterator[bytes]:
+        nonlocal sent
+        block = b"x" * 65535 + b"\n"
+        while sent < 1 << 30:
+            sent += len(block)
+            yield block
+
+    def produce() -> None:
+        try:
+            HubClient(hub.address)._request(
+                "POST", "topic/sink", content=endless(), headers={"content-type": "text/plain"}
+            )
+        except HubError:
+            pass  # the hub goes away at the end of the test
+
+    before = _rss_kib(hub.process.pid)
+    threading.Thread(target=produce, daemon=True).start()
+    wait_for(lambda: sent > 1 << 20)  # past the topic's bound: it has filled
+    time.sleep(1.5)
+    paused_at = sent
+    time.sleep(1.0)
+    assert sent == paused_at  # the upload is not read any further
+    assert sent < 64 << 20  # socket buffers and the topic's bound, nowhere near 1 GiB
+    assert _rss_kib(hub.process.pid) - before < 20 * 1024
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_routes_of_readopted_instances_are_restored(client: HubClient, hub: HubProcess) -> None:
+    consumer = client.start_sequence(client.send_sequence(python_package(CONSUMER))["id"], {})["id"]
+    hub.crash()
+    hub.start()
+    client = HubClient(hub.address)
+    wait_for(lambda: client.get_instance(consumer).get("connected"))
+    assert client.get_instance(consumer)["requires"] == "numbers"
+    client.start_sequence(client.send_sequence(python_package(PRODUCER))["id"], {"args": ["5"]})
+    lines = take_lines(client.stream(f"instance/{consumer}/output"), 5)
+    assert [int(line) for line in lines] == [0, 10, 20, 30, 40]
