@@ -76,10 +76,8 @@ def test_scenario(scenario: dict[str, Any]) -> None:
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
 def test_the_javascript_link_passes_the_same_vectors() -> None:
-    files = sorted(str(path) for path in NODE_TESTS.glob("*.test.js"))
-    assert files, f"no JavaScript tests in {NODE_TESTS}"
     result = subprocess.run(
-        ["node", "--test", *files],
+        ["node", "--test", str(NODE_TESTS / "link.test.js")],
         capture_output=True,
         text=True,
         timeout=60,

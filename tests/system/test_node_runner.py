@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from si.client import HubClient, HubError
-from si.testing import HubProcess, make_package
+from si.testing import HubProcess, make_package, python_package
 from tests.system.conftest import REPO, Cli
 
 pytestmark = [
@@ -99,6 +99,12 @@ def instance_file(hub: HubProcess, instance: str, name: str) -> bytes:
         return (hub.home / "instances" / instance / name).read_bytes()
     except OSError:
         return b""
+
+
+def log_of(client: HubClient, instance: str) -> bytes:
+    """The instance's log as the hub serves it (after the instance ended: all of it)."""
+    finished(client, instance)
+    return b"".join(client.stream(f"instance/{instance}/log", follow=False))
 
 
 def ndjson(data: bytes) -> list[Any]:
@@ -183,7 +189,7 @@ def test_typescript_sequence_compiled_to_dist(client: HubClient, hub: HubProcess
         {"sensor": "a", "value": 294.6, "unit": "K"},
         {"sensor": "b", "value": 0, "unit": "K"},
     ]
-    [entry] = ndjson(instance_file(hub, instance, "log"))
+    [entry] = ndjson(log_of(client, instance))
     assert (entry["level"], entry["msg"], entry["from"]) == ("INFO", "converting to K", "Sequence")
     assert entry["Sequence"] == {"id": instance}
 
@@ -390,7 +396,7 @@ def test_logger_writes_json_lines_to_the_instance_log(client: HubClient, hub: Hu
     )
     instance = run(client, node_package(source))
     assert output(client, instance) == b"ok"
-    entries = ndjson(instance_file(hub, instance, "log"))
+    entries = ndjson(log_of(client, instance))
     assert [(e["level"], e["msg"], e.get("data")) for e in entries] == [
         ("INFO", "hello", [{"n": 1}]),
         ("ERROR", "bad", None),
@@ -466,6 +472,77 @@ def test_end_completes_the_instance(client: HubClient) -> None:
         "exitcode": 0,
         "reason": "Instance completed",
     }
+
+
+def test_log_rotates_like_the_python_runner(client: HubClient, hub: HubProcess) -> None:
+    source = (
+        "module.exports = async function () {\n"
+        "  for (let n = 0; n < 20000; n++) this.logger.info(String(n), 'x'.repeat(60));\n"
+        "};\n"
+    )
+    instance = run(client, node_package(source))
+    numbers = [int(entry["msg"]) for entry in ndjson(log_of(client, instance))]
+    segments = sorted((hub.home / "instances" / instance / "log").iterdir())
+    assert 2 <= len(segments) <= 5  # rotated at 1 MiB, five kept
+    assert numbers == list(range(numbers[0], 20000))
+
+
+EVENTS = (
+    "module.exports = async function () {\n"
+    "  this.on('ping', (message) => this.emit('reply', `reply to ${message}`));\n"
+    "  this.addMonitoringHandler(() => ({ healthy: true, mood: 'fine' }));\n"
+    f"  {FOREVER}\n"
+    "};\n"
+)
+
+
+def test_events_both_ways_and_health(client: HubClient) -> None:
+    instance = run(client, node_package(EVENTS))
+    reply: list[object] = []
+    waiter = threading.Thread(
+        target=lambda: reply.append(client.get_event(instance, "reply", wait_next=True)),
+        daemon=True,
+    )
+    waiter.start()
+    time.sleep(0.3)
+    client.emit_event(instance, "ping", "hello")
+    waiter.join(10)
+    assert reply == ["reply to hello"]
+    assert client.get_event(instance, "reply") == "reply to hello"
+    health = wait_for(lambda: (h := client.instance_health(instance)).get("mood") and h)
+    assert health["healthy"] is True
+
+
+def test_events_travel_between_javascript_and_python_instances(client: HubClient) -> None:
+    listener = client.start_sequence(client.send_sequence(node_package(EVENTS))["id"], {})["id"]
+    speaker = (
+        "import asyncio\n\n"
+        "async def run(context, input):\n"
+        "    await asyncio.sleep(0.5)\n"
+        "    context.emit('ping', 'from Python')\n"
+        "    while True:\n"
+        "        await asyncio.sleep(0.05)\n"
+    )
+    heard: list[object] = []
+    waiter = threading.Thread(
+        target=lambda: heard.append(client.get_event(listener, "reply", wait_next=True)),
+        daemon=True,
+    )
+    waiter.start()
+    client.start_sequence(client.send_sequence(python_package(speaker))["id"], {})
+    waiter.join(10)
+    assert heard == ["reply to from Python"]
+
+
+def test_stdin_is_process_stdin(client: HubClient) -> None:
+    source = (
+        "module.exports = async function* () {\n"
+        "  for await (const chunk of process.stdin) yield chunk.toString().toUpperCase();\n"
+        "};\n"
+    )
+    instance = run(client, node_package(source))
+    client.send_stdin(instance, b"shout\nthis\n", end=True)
+    assert output(client, instance) == b'"SHOUT\\nTHIS\\n"\n'
 
 
 # -- failures and exit codes ----------------------------------------------------------------

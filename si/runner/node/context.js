@@ -6,14 +6,68 @@ const util = require('node:util');
 
 const LEVELS = ['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR', 'FATAL'];
 
+// The instance log's rotation, as the Python runner does it (si/segments.py): a directory of
+// segment files, each named by the stream offset of its first byte; a new segment is started
+// once the current one holds `segmentBytes`, and only the newest `keep` are kept.
+const NAME_DIGITS = 20;
+const DEFAULT_SEGMENT_BYTES = 1 << 20;
+const DEFAULT_KEEP = 5;
+
+class SegmentWriter {
+  constructor(directory, { segmentBytes = DEFAULT_SEGMENT_BYTES, keep = DEFAULT_KEEP } = {}) {
+    this.directory = directory;
+    this.segmentBytes = segmentBytes;
+    this.keep = Math.max(1, keep);
+    fs.mkdirSync(directory, { recursive: true, mode: 0o700 });
+    const segments = this.segments();
+    if (segments.length) {
+      const last = segments[segments.length - 1];
+      this.start = last;
+      this.offset = last + fs.statSync(this.path(last)).size;
+    } else {
+      this.start = this.offset = 0;
+    }
+    this.fd = this.open(this.start);
+  }
+
+  segments() {
+    return fs
+      .readdirSync(this.directory)
+      .filter((name) => /^\d+$/.test(name))
+      .map(Number)
+      .sort((a, b) => a - b);
+  }
+
+  path(start) {
+    return `${this.directory}/${String(start).padStart(NAME_DIGITS, '0')}`;
+  }
+
+  open(start) {
+    return fs.openSync(this.path(start), 'a', 0o600);
+  }
+
+  write(data) {
+    if (this.offset - this.start >= this.segmentBytes) this.rotate();
+    fs.writeSync(this.fd, data);
+    this.offset += data.length;
+  }
+
+  rotate() {
+    fs.closeSync(this.fd);
+    this.start = this.offset;
+    this.fd = this.open(this.start);
+    for (const old of this.segments().slice(0, -this.keep)) fs.rmSync(this.path(old), { force: true });
+  }
+}
+
 /**
- * The sequence's logger: one JSON object per line in <instance dir>/log, the shape the Python
- * runner writes (ts, level, msg, from: "Sequence", Sequence: {id}) plus STH's `data` for any
- * further arguments.
+ * The sequence's logger: one JSON object per line in the instance's log (<instance dir>/log/),
+ * the shape the Python runner writes (ts, level, msg, from: "Sequence", Sequence: {id}) plus
+ * STH's `data` for any further arguments.
  */
 class Logger {
-  constructor(logPath, instanceId) {
-    this.fd = fs.openSync(logPath, 'a', 0o600);
+  constructor(writer, instanceId) {
+    this.writer = writer;
     this.instanceId = instanceId;
     for (const level of LEVELS) this[level.toLowerCase()] = (...args) => this.write(level, args);
     this.log = this.info;
@@ -26,7 +80,7 @@ class Logger {
     entry.from = 'Sequence';
     entry.Sequence = { id: this.instanceId };
     if (data.length) entry.data = data;
-    fs.writeSync(this.fd, safeJson(entry) + '\n');
+    this.writer.write(Buffer.from(safeJson(entry) + '\n'));
   }
 }
 
@@ -101,7 +155,7 @@ class AppContext {
     return this;
   }
 
-  /** handler(message) -> {healthy}; the instance is healthy when every handler says so. */
+  /** handler(report) -> {healthy, ...}; healthy only when every handler says so. */
   addMonitoringHandler(handler) {
     this._monitoringHandlers.push(handler);
     return this;
@@ -121,17 +175,20 @@ class AppContext {
     }
   }
 
+  /** The heartbeat's report: each handler gets the report so far and may add to it. */
   async health() {
-    let healthy = true;
+    let report = { healthy: true };
     for (const handler of [...this._monitoringHandlers]) {
       try {
-        const result = await handler.call(this, { healthy });
-        if (result && result.healthy === false) healthy = false;
+        const result = await handler.call(this, report);
+        if (result && typeof result === 'object') {
+          report = { ...report, ...result, healthy: report.healthy && result.healthy !== false };
+        }
       } catch {
-        healthy = false;
+        report = { ...report, healthy: false };
       }
     }
-    return { healthy };
+    return report;
   }
 
   // -- ending ------------------------------------------------------------------------------
@@ -149,4 +206,4 @@ class AppContext {
   }
 }
 
-module.exports = { AppContext, Logger };
+module.exports = { AppContext, Logger, SegmentWriter };

@@ -15,9 +15,9 @@ const net = require('node:net');
 const path = require('node:path');
 const { pathToFileURL } = require('node:url');
 
-const { AppContext, Logger } = require('./context.js');
+const { AppContext, Logger, SegmentWriter } = require('./context.js');
 const { Channel, DEFAULT_WINDOW, Link, LinkError } = require('./link.js');
-const { InputStream, encodeValue, encoderFor, isIterable, isReadable, mediaType } = require('./streams.js');
+const { BINARY, InputStream, encodeValue, encoderFor, isIterable, isReadable, mediaType } = require('./streams.js');
 
 // Exit codes, as STH's hub maps them to statuses and reasons.
 const EXIT_COMPLETED = 0;
@@ -173,6 +173,8 @@ class Runner {
     );
     this.socket = null;
     this.input = new InputStream((n) => this.consumed(Channel.INPUT, n));
+    // POST /stdin arrives here; the sequence reads it as process.stdin (STH's Node runner).
+    this.stdin = new InputStream((n) => this.consumed(Channel.STDIN, n), BINARY, { objectMode: false });
     this.context = null;
     this.batch = [];
     this.batchSize = 0;
@@ -220,6 +222,7 @@ class Runner {
       if (event.type === 'data') this.onData(event.channel, event.data);
       else if (event.type === 'window' && event.channel === Channel.OUTPUT) this.windowOpened();
       else if (event.type === 'ended' && event.channel === Channel.INPUT) this.input.end();
+      else if (event.type === 'ended' && event.channel === Channel.STDIN) this.stdin.end();
       // 'established' needs nothing: the link resends what the hub lacks; 'message': the hub
       // sends no unnumbered messages a runner must act on.
     }
@@ -255,8 +258,7 @@ class Runner {
       }
       this.onControl(message);
     } else if (channel === Channel.STDIN) {
-      // Accepted and acknowledged, as the Python runner does; sequences read their input.
-      this.link.consume(channel, data.length);
+      this.stdin.feed(data);
     }
   }
 
@@ -399,12 +401,17 @@ class Runner {
 
   async run(sequence) {
     const { functions, declaration } = sequence;
-    const logger = new Logger(path.join(this.instanceDir, 'log'), this.instanceId);
+    const writer = new SegmentWriter(path.join(this.instanceDir, 'log'), {
+      segmentBytes: Number(this.spawn.log_segment_bytes) || undefined,
+      keep: Number(this.spawn.log_keep) || undefined,
+    });
+    const logger = new Logger(writer, this.instanceId);
     this.context = new AppContext(this, { ...(this.spawn.app_config || {}) }, logger);
     if (declaration && declaration.requires && declaration.contentType) {
       this.input.setContentType(declaration.contentType);
       this.sendMonitoring([PANG, { requires: declaration.requires, contentType: declaration.contentType }]);
     }
+    Object.defineProperty(process, 'stdin', { value: this.stdin, configurable: true, enumerable: true });
     const args = this.spawn.args || [];
     try {
       let stream = this.input;

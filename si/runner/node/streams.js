@@ -29,14 +29,17 @@ function mediaType(contentType) {
  * application/x-ndjson one parsed value per line (JSON null cannot travel in a Node stream and
  * is skipped). `contentType` tells the type once known.
  *
+ * With objectMode false (stdin) it is a plain byte stream of application/octet-stream.
+ *
  * onConsumed(n) is called when n raw bytes were decoded for the sequence: that acknowledgement
  * is what lets the hub send more, so a sequence that stops reading stops its input.
  */
 class InputStream extends Readable {
-  constructor(onConsumed, contentType = null) {
+  constructor(onConsumed, contentType = null, { objectMode = true } = {}) {
     // One decoded chunk buffered ahead of the reader: the window, not this buffer, does the
-    // buffering, and consumption is reported as the sequence reads.
-    super({ objectMode: true, highWaterMark: 1 });
+    // buffering, and consumption is reported as the sequence reads. (A byte stream, for stdin,
+    // keeps Node's usual 16 KiB.)
+    super(objectMode ? { objectMode, highWaterMark: 1 } : {});
     this.onConsumed = onConsumed;
     this.contentType = null;
     this.raw = []; // buffers from the link, not yet decoded
