@@ -353,9 +353,13 @@ class HubClient:
         """``POST topic/<name>``: publish ``body`` into the topic."""
         return self._send_stream(f"topic/{_segment(name)}", body, content_type, end)
 
-    def topic_stream(self, name: str, content_type: str) -> Iterator[bytes]:
-        """``GET topic/<name>``: the topic's data as it is published (never ends)."""
-        return self.stream(f"topic/{_segment(name)}", content_type=content_type, follow=False)
+    def topic_stream(self, name: str, content_type: str, *, follow: bool = True) -> Iterator[bytes]:
+        """``GET topic/<name>``: the topic's data as it is published (never ends).
+
+        Follows a hub restart like :meth:`stream` when the hub sends ``x-si-offset``.
+        """
+        path = f"topic/{_segment(name)}"
+        return self.stream(path, content_type=content_type, follow=follow)
 
     # -- streams -----------------------------------------------------------------------------
 
