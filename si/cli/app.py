@@ -14,6 +14,7 @@ runs; 130 interrupted.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from typing import NoReturn
 import click
 
 import si
-from si.cli import completion, config, hub, init, inst, render, seq, topic, util
+from si.cli import render
 from si.cli.common import CONTEXT_SETTINGS, AliasGroup, CliState
 from si.cli.render import OutputClosed, OutputFormat
 from si.errors import SiError
@@ -45,8 +46,57 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
         ctx.exit(0)
 
 
+# The command groups, each in its own module (si.cli.<name>) loaded only when used, with
+# their aliases and the one-line help ``si --help`` shows without loading them.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "seq": ("sequence",),
+    "inst": ("instance",),
+    "topic": (),
+    "hub": (),
+    "config": ("c",),
+    "init": ("i",),
+    "util": ("u",),
+    "completion": (),
+}
+GROUP_HELP = {
+    "seq": "Pack, send, start and manage sequences.",
+    "inst": "Inspect, feed, read and control instances.",
+    "topic": "Create, list, feed and read topics.",
+    "hub": "Run a local hub, or ask the hub about itself.",
+    "config": "Show and change profiles (which hub, output format, debug).",
+    "init": "Start a new sequence from a template.",
+    "util": "Helpers for working with si's output.",
+    "completion": "Shell completion for bash, zsh and fish.",
+}
+
+
+class RootGroup(AliasGroup):
+    """The root: command groups are imported on first use, so a command pays only for its own
+    group (``si inst ls`` never imports the packing or profile commands)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(GROUPS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        name = self.aliases.get(cmd_name, cmd_name)
+        if name not in GROUPS:
+            return None
+        if name not in self.commands:
+            module = importlib.import_module(f"si.cli.{name}")
+            self.add_command(module.app, name)
+        return self.commands[name]
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name, aliases in GROUPS.items():
+            label = f"{name} ({', '.join(aliases)})" if aliases else name
+            rows.append((label, GROUP_HELP[name]))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
 @click.group(
-    cls=AliasGroup,
+    cls=RootGroup,
     name="si",
     context_settings=CONTEXT_SETTINGS,
     epilog=(
@@ -117,18 +167,8 @@ def cli(
 
 
 assert isinstance(cli, AliasGroup)
-for group, aliases in (
-    (seq.app, ("sequence",)),
-    (inst.app, ("instance",)),
-    (topic.app, ()),
-    (hub.app, ()),
-    (config.app, ("c",)),
-    (init.app, ("i",)),
-    (util.app, ("u",)),
-    (completion.app, ()),
-):
-    cli.add_command(group)
-    cli.add_alias(str(group.name), *aliases)
+for _name, _aliases in GROUPS.items():
+    cli.add_alias(_name, *_aliases)
 
 app = cli
 
@@ -281,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Console entry point (``si``, ``python -m si``)."""
     try:
         if COMPLETE_VAR in os.environ:
+            from si.cli import completion
+
             code = completion.complete(cli, os.environ[COMPLETE_VAR])
         else:
             code = run(sys.argv[1:] if argv is None else argv)

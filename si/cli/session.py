@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -184,6 +183,8 @@ def collect_dead_sessions(root: Path, keep: str) -> None:
             continue
         if _pid_alive(int(entry.name)):
             continue
+        import shutil
+
         shutil.rmtree(entry.path, ignore_errors=True)
 
 

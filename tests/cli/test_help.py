@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import click
 import pytest
@@ -13,7 +15,9 @@ from si.cli.common import AliasGroup
 
 def _commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     found = []
-    for name, command in group.commands.items():
+    for name in group.list_commands(click.Context(group)):
+        command = group.get_command(click.Context(group), name)
+        assert command is not None
         found.append((*path, name))
         if isinstance(command, click.Group):
             found.extend(_commands(command, (*path, name)))
@@ -85,3 +89,28 @@ def test_groups_are_alias_groups() -> None:
             command = command.get_command(click.Context(command), name)
         if isinstance(command, click.Group):
             assert isinstance(command, AliasGroup)
+
+
+def test_root_help_matches_each_groups_own_help() -> None:
+    from si.cli.app import GROUP_HELP
+
+    for name, text in GROUP_HELP.items():
+        group = cli.get_command(click.Context(cli), name)
+        assert group is not None
+        assert group.help == text
+
+
+def test_a_command_loads_only_its_own_group(si_env: dict[str, str]) -> None:
+    code = (
+        "import sys\n"
+        "from si.cli.app import run\n"
+        "run(['inst', 'ls', '--help'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith('si.cli.')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, env=si_env, timeout=30, check=True
+    )
+    loaded = result.stdout.decode().splitlines()[-1]
+    assert "si.cli.inst" in loaded
+    for other in ("seq", "topic", "config", "init", "completion", "profile"):
+        assert f"si.cli.{other}'" not in loaded
