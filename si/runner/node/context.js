@@ -56,7 +56,8 @@ class SegmentWriter {
     fs.closeSync(this.fd);
     this.start = this.offset;
     this.fd = this.open(this.start);
-    for (const old of this.segments().slice(0, -this.keep)) fs.rmSync(this.path(old), { force: true });
+    for (const old of this.segments().slice(0, -this.keep))
+      fs.rmSync(this.path(old), { force: true });
   }
 }
 
@@ -162,7 +163,8 @@ class AppContext {
   }
 
   async runStopHandlers(timeout, canCallKeepalive) {
-    for (const handler of [...this._stopHandlers]) await handler.call(this, timeout, canCallKeepalive);
+    for (const handler of [...this._stopHandlers])
+      await handler.call(this, timeout, canCallKeepalive);
   }
 
   runKillHandlers() {

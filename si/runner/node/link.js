@@ -172,7 +172,8 @@ class Link {
     this.instanceId = instanceId;
     this.token = Buffer.from(token);
     this.outbound = new Map();
-    for (const [channel, window] of outbound) this.outbound.set(channel, new Outbound(window, known));
+    for (const [channel, window] of outbound)
+      this.outbound.set(channel, new Outbound(window, known));
     this.inbound = new Map();
     for (const [channel, window] of inbound) this.inbound.set(channel, new Inbound(window, known));
     this.decoder = new FrameDecoder();
@@ -224,7 +225,10 @@ class Link {
       const payload = data.length > MAX_PAYLOAD ? data.subarray(start, start + MAX_PAYLOAD) : data;
       out.replay.push([out.nextOffset, payload]);
       if (this.established) {
-        this.pending.push(encodeHeader(Kind.DATA, channel, payload.length, out.nextOffset), payload);
+        this.pending.push(
+          encodeHeader(Kind.DATA, channel, payload.length, out.nextOffset),
+          payload,
+        );
       }
       out.nextOffset += payload.length;
     }
@@ -313,7 +317,8 @@ class Link {
 
   _inbound(channel) {
     const inbound = this.inbound.get(channel);
-    if (!inbound) throw new LinkError(`frame on channel ${channel}, which this side does not receive`);
+    if (!inbound)
+      throw new LinkError(`frame on channel ${channel}, which this side does not receive`);
     return inbound;
   }
 
@@ -349,7 +354,8 @@ class Link {
   _onAck(channel, offset, events) {
     const out = this.outbound.get(channel);
     if (!out) throw new LinkError(`ack on channel ${channel}, which this side does not send`);
-    if (offset > out.nextOffset) throw new LinkError(`ack beyond what was sent on channel ${channel}`);
+    if (offset > out.nextOffset)
+      throw new LinkError(`ack beyond what was sent on channel ${channel}`);
     if (offset <= out.acked) return;
     out.acked = offset;
     const replay = out.replay;
@@ -392,12 +398,17 @@ class Link {
     const inbound = {};
     for (const [channel, state] of this.inbound) {
       if (state.known) {
-        inbound[channel] = { received: state.received, consumed: state.consumed, ended: state.ended };
+        inbound[channel] = {
+          received: state.received,
+          consumed: state.consumed,
+          ended: state.ended,
+        };
       }
     }
     const outbound = {};
     for (const [channel, state] of this.outbound) {
-      if (state.known) outbound[channel] = { base: state.acked, next: state.nextOffset, ended: state.ended };
+      if (state.known)
+        outbound[channel] = { base: state.acked, next: state.nextOffset, ended: state.ended };
     }
     this._queueJson(Kind.AUTH, { proof: this._proof(this.role, hello.nonce), inbound, outbound });
     this.sentAuth = true;
@@ -409,7 +420,11 @@ class Link {
     }
     const expected = Buffer.from(this._proof(this.peerHello.role, this.nonce.toString('hex')));
     const proof = typeof auth.proof === 'string' ? Buffer.from(auth.proof) : null;
-    if (proof === null || proof.length !== expected.length || !crypto.timingSafeEqual(proof, expected)) {
+    if (
+      proof === null ||
+      proof.length !== expected.length ||
+      !crypto.timingSafeEqual(proof, expected)
+    ) {
       throw new LinkError("the peer does not hold this instance's token");
     }
     const peerIn = positions(auth.inbound);
@@ -442,7 +457,8 @@ class Link {
         resume = out.acked; // the peer lost its state; it takes our base from AUTH
       } else {
         resume = positionInt(reported, 'received');
-        if (resume > out.nextOffset) throw new LinkError(`peer claims bytes never sent on channel ${channel}`);
+        if (resume > out.nextOffset)
+          throw new LinkError(`peer claims bytes never sent on channel ${channel}`);
         const consumed = positionInt(reported, 'consumed');
         if (consumed > out.acked) this._onAck(channel, consumed, events);
       }
@@ -508,7 +524,8 @@ function positions(value) {
 function positionInt(entry, key) {
   if (entry === undefined) return 0;
   const value = key in entry ? entry[key] : 0;
-  if (!Number.isSafeInteger(value) || value < 0) throw new LinkError(`malformed AUTH position '${key}'`);
+  if (!Number.isSafeInteger(value) || value < 0)
+    throw new LinkError(`malformed AUTH position '${key}'`);
   return value;
 }
 

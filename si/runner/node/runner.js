@@ -13,11 +13,20 @@
 const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
+const { Readable } = require('node:stream');
 const { pathToFileURL } = require('node:url');
 
 const { AppContext, Logger, SegmentWriter } = require('./context.js');
 const { Channel, DEFAULT_WINDOW, Link, LinkError } = require('./link.js');
-const { BINARY, InputStream, encodeValue, encoderFor, isIterable, isReadable, mediaType } = require('./streams.js');
+const {
+  BINARY,
+  InputStream,
+  encodeValue,
+  encoderFor,
+  isIterable,
+  isReadable,
+  mediaType,
+} = require('./streams.js');
 
 // Exit codes, as STH's hub maps them to statuses and reasons.
 const EXIT_COMPLETED = 0;
@@ -118,10 +127,18 @@ async function loadSequence(sequenceDir, entry) {
   } catch (error) {
     process.stderr.write(`${(error && error.stack) || error}\n`);
     const summary = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-    throw new SequenceLoadError(EXIT_FAILED_ON_START, `Sequence failed on start: ${summary.split('\n')[0]}`);
+    throw new SequenceLoadError(
+      EXIT_FAILED_ON_START,
+      `Sequence failed on start: ${summary.split('\n')[0]}`,
+    );
   }
   // `export default` compiled by TypeScript or an ES module: take the default export.
-  if (exported && typeof exported === 'object' && !Array.isArray(exported) && 'default' in exported) {
+  if (
+    exported &&
+    typeof exported === 'object' &&
+    !Array.isArray(exported) &&
+    'default' in exported
+  ) {
     exported = exported.default;
   }
   const parts = Array.isArray(exported) ? [...exported] : [exported];
@@ -145,9 +162,10 @@ function joinBatch(parts) {
 
 /** What one function of a chain hands the next: a stream the next can read, pipe or iterate. */
 function asStream(result) {
-  if (isReadable(result)) return result;
-  if (isIterable(result)) return require('node:stream').Readable.from(result, { objectMode: true });
-  return result;
+  if (!isIterable(result) || isReadable(result)) return result;
+  const stream = Readable.from(result, { objectMode: true });
+  if (result.contentType) stream.contentType = result.contentType; // the output rule reads it
+  return stream;
 }
 
 // -- the runner ----------------------------------------------------------------------------
@@ -174,7 +192,9 @@ class Runner {
     this.socket = null;
     this.input = new InputStream((n) => this.consumed(Channel.INPUT, n));
     // POST /stdin arrives here; the sequence reads it as process.stdin (STH's Node runner).
-    this.stdin = new InputStream((n) => this.consumed(Channel.STDIN, n), BINARY, { objectMode: false });
+    this.stdin = new InputStream((n) => this.consumed(Channel.STDIN, n), BINARY, {
+      objectMode: false,
+    });
     this.context = null;
     this.batch = [];
     this.batchSize = 0;
@@ -409,9 +429,16 @@ class Runner {
     this.context = new AppContext(this, { ...(this.spawn.app_config || {}) }, logger);
     if (declaration && declaration.requires && declaration.contentType) {
       this.input.setContentType(declaration.contentType);
-      this.sendMonitoring([PANG, { requires: declaration.requires, contentType: declaration.contentType }]);
+      this.sendMonitoring([
+        PANG,
+        { requires: declaration.requires, contentType: declaration.contentType },
+      ]);
     }
-    Object.defineProperty(process, 'stdin', { value: this.stdin, configurable: true, enumerable: true });
+    Object.defineProperty(process, 'stdin', {
+      value: this.stdin,
+      configurable: true,
+      enumerable: true,
+    });
     const args = this.spawn.args || [];
     try {
       let stream = this.input;
@@ -421,7 +448,9 @@ class Runner {
         if (result && typeof result.then === 'function') result = await result;
         if (index < functions.length - 1) {
           if (result === undefined || result === null) {
-            throw new Error(`function ${index} of the sequence returned nothing: the chain ended prematurely`);
+            throw new Error(
+              `function ${index} of the sequence returned nothing: the chain ended prematurely`,
+            );
           }
           stream = asStream(result);
         }
@@ -456,17 +485,30 @@ class Runner {
     if (this.finishing) return;
     this.finishing = true;
     clearInterval(this.heartbeatTimer);
+    try {
+      this.recordExit(code, reason);
+    } catch (error) {
+      // Exit all the same: the keeper's wait.json still tells the hub how the runner ended.
+      process.stderr.write(`cannot record the exit: ${(error && error.stack) || error}\n`);
+    }
+    this.drainThenExit(code);
+  }
+
+  recordExit(code, reason) {
     const output = this.link.outbound.get(Channel.OUTPUT);
     const base = output.acked;
-    const unconsumed = output.replay.map(([offset, payload]) => payload.subarray(Math.max(0, base - offset)));
-    fs.writeFileSync(path.join(this.instanceDir, 'output.tail'), Buffer.concat(unconsumed), { mode: 0o600 });
+    const unconsumed = output.replay.map(([offset, payload]) =>
+      payload.subarray(Math.max(0, base - offset)),
+    );
+    fs.writeFileSync(path.join(this.instanceDir, 'output.tail'), Buffer.concat(unconsumed), {
+      mode: 0o600,
+    });
     writeJsonAtomic(path.join(this.instanceDir, 'exit.json'), {
       code,
       reason,
       output: { base, end: output.nextOffset, ended: output.ended },
       time: Date.now() / 1000,
     });
-    this.drainThenExit(code);
   }
 
   /**
@@ -478,7 +520,8 @@ class Runner {
     const deadline = Date.now() + DRAIN_TIMEOUT_MS;
     const check = () => {
       const socket = this.socket;
-      const delivered = !socket || socket.destroyed || (this.link.established && socket.writableLength === 0);
+      const delivered =
+        !socket || socket.destroyed || (this.link.established && socket.writableLength === 0);
       if (delivered || Date.now() >= deadline) process.exit(code);
       setTimeout(check, 2);
     };
@@ -498,7 +541,8 @@ async function main(argv) {
   const runner = new Runner(instanceDir, spawn);
   process.on('uncaughtException', (error) => runner.fail(error));
   process.on('unhandledRejection', (error) => runner.fail(error));
-  for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => runner.finish(EXIT_KILLED, 'Instance killed'));
+  for (const signal of ['SIGTERM', 'SIGINT'])
+    process.on(signal, () => runner.finish(EXIT_KILLED, 'Instance killed'));
   const server = net.createServer((socket) => runner.attach(socket));
   server.listen({ fd: 3 });
   runner.startHeartbeat(HEARTBEAT_MS);

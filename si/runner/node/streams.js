@@ -105,7 +105,8 @@ class InputStream extends Readable {
       const rest = this.partial + this.text.end();
       this.partial = '';
       if (this.contentType === TEXT && rest) this.push(rest);
-      else if (this.contentType === NDJSON) for (const value of parseLines([rest])) this.push(value);
+      else if (this.contentType === NDJSON)
+        for (const value of parseLines([rest])) this.push(value);
     } catch (error) {
       this.destroy(error);
       return;
@@ -166,7 +167,9 @@ function parseLines(lines) {
 
 const isReadable = (value) =>
   value instanceof Readable ||
-  (value !== null && typeof value === 'object' && typeof value.pipe === 'function' &&
+  (value !== null &&
+    typeof value === 'object' &&
+    typeof value.pipe === 'function' &&
     typeof value[Symbol.asyncIterator] === 'function');
 
 const isIterable = (value) =>
@@ -174,7 +177,8 @@ const isIterable = (value) =>
   typeof value === 'object' &&
   !Buffer.isBuffer(value) &&
   !(value instanceof Uint8Array) &&
-  (typeof value[Symbol.asyncIterator] === 'function' || typeof value[Symbol.iterator] === 'function');
+  (typeof value[Symbol.asyncIterator] === 'function' ||
+    typeof value[Symbol.iterator] === 'function');
 
 // Encoders return strings where they can: the runner joins a batch of strings and encodes it
 // once, which costs far less (time and garbage) than a Buffer per item.

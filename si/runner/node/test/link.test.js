@@ -45,9 +45,16 @@ class Pair {
   make(side, known) {
     const spec = this.spec[side];
     const pairs = (channels) => channels.map((channel) => [channel, spec.window]);
-    return new Link(side, spec.instance || INSTANCE, hex(spec.token || TOKEN), pairs(spec.outbound), pairs(spec.inbound), {
-      known,
-    });
+    return new Link(
+      side,
+      spec.instance || INSTANCE,
+      hex(spec.token || TOKEN),
+      pairs(spec.outbound),
+      pairs(spec.inbound),
+      {
+        known,
+      },
+    );
   }
 
   feed(side, data) {
@@ -100,7 +107,12 @@ class Pair {
       case 'state': {
         const outbound = {};
         for (const [channel, s] of link.outbound) {
-          outbound[channel] = { next: s.nextOffset, acked: s.acked, ended: s.ended, writable: s.writable() };
+          outbound[channel] = {
+            next: s.nextOffset,
+            acked: s.acked,
+            ended: s.ended,
+            writable: s.writable(),
+          };
         }
         const inbound = {};
         for (const [channel, s] of link.inbound) {
@@ -122,8 +134,18 @@ test('frames encode and decode', () => {
     const [frame, ...rest] = new FrameDecoder().feed(encoded);
     assert.deepEqual(rest, []);
     assert.deepEqual(
-      { kind: frame.kind, channel: frame.channel, offset: frame.offset, payload: frame.payload.toString('hex') },
-      { kind: vector.kind, channel: vector.channel, offset: vector.offset, payload: vector.payload },
+      {
+        kind: frame.kind,
+        channel: frame.channel,
+        offset: frame.offset,
+        payload: frame.payload.toString('hex'),
+      },
+      {
+        kind: vector.kind,
+        channel: vector.channel,
+        offset: vector.offset,
+        payload: vector.payload,
+      },
     );
   }
 });
@@ -170,7 +192,8 @@ for (const scenario of vectors.scenarios) {
     scenario.steps.forEach((step, number) => {
       const plain = {};
       const expected = {};
-      for (const [key, value] of Object.entries(step)) (RESULT_KEYS.includes(key) ? expected : plain)[key] = value;
+      for (const [key, value] of Object.entries(step))
+        (RESULT_KEYS.includes(key) ? expected : plain)[key] = value;
       assert.deepEqual(pair.run(plain), expected, `step ${number}: ${JSON.stringify(plain)}`);
     });
   });

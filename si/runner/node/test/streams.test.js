@@ -19,7 +19,12 @@ async function decode(chunks, contentType = null) {
 }
 
 test('the header block may arrive in pieces, and data may follow it in the same chunk', async () => {
-  const { items, consumed, contentType } = await decode(['Content-Ty', 'pe: text/plain\r', '\n\r\nab', 'c']);
+  const { items, consumed, contentType } = await decode([
+    'Content-Ty',
+    'pe: text/plain\r',
+    '\n\r\nab',
+    'c',
+  ]);
   assert.equal(contentType, 'text/plain');
   assert.deepEqual(items, ['ab', 'c']);
   assert.equal(consumed, 31);
@@ -27,7 +32,10 @@ test('the header block may arrive in pieces, and data may follow it in the same 
 
 test('text keeps characters split between chunks whole', async () => {
   const euro = Buffer.from('€'); // three bytes
-  const { items } = await decode([Buffer.concat([Buffer.from('Content-Type: text/plain\r\n\r\n'), euro.subarray(0, 1)]), euro.subarray(1)]);
+  const { items } = await decode([
+    Buffer.concat([Buffer.from('Content-Type: text/plain\r\n\r\n'), euro.subarray(0, 1)]),
+    euro.subarray(1),
+  ]);
   assert.equal(items.join(''), '€');
 });
 
@@ -38,7 +46,10 @@ test('binary chunks arrive as the Buffers that came', async () => {
 });
 
 test('NDJSON values are parsed per line across chunks; blank lines and null are skipped', async () => {
-  const { items } = await decode(['Content-Type: application/x-ndjson; charset=utf-8\r\n\r\n{"a":', '1}\n\n"x"\nnull\n[2]']);
+  const { items } = await decode([
+    'Content-Type: application/x-ndjson; charset=utf-8\r\n\r\n{"a":',
+    '1}\n\n"x"\nnull\n[2]',
+  ]);
   assert.deepEqual(items, [{ a: 1 }, 'x', [2]]);
 });
 
@@ -48,7 +59,10 @@ test('a declared type needs no header block', async () => {
 });
 
 test('an unsupported type or a missing header block fails the reader', async () => {
-  await assert.rejects(decode(['Content-Type: application/xml\r\n\r\n<a/>']), /unsupported input content type/);
+  await assert.rejects(
+    decode(['Content-Type: application/xml\r\n\r\n<a/>']),
+    /unsupported input content type/,
+  );
   await assert.rejects(decode(['x'.repeat(9000)]), /Content-Type header block/);
   await assert.rejects(decode(['Content-Type: application/x-ndjson\r\n\r\n{oops}\n']), SyntaxError);
 });
