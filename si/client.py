@@ -295,18 +295,23 @@ class HubClient:
         return self._send_stream(path, body, "application/octet-stream", end)
 
     def inout(
-        self, instance_id: str, body: Body, content_type: str | None = None
+        self,
+        instance_id: str,
+        body: Body,
+        content_type: str | None = None,
+        end: bool | None = None,
     ) -> Iterator[bytes]:
         """``POST instance/<id>/inout``: send ``body`` to the input and yield the output.
 
         The body is written by a helper thread while the output is read, so a sequence that
-        answers line by line streams its answers before the input ends.
+        answers line by line streams its answers before the input ends. ``end`` sends
+        ``x-end-stream`` (``None``: the hub's default, which keeps the input open).
 
         Raises:
             HubError: on an error status or a broken connection.
         """
         path = f"instance/{_segment(instance_id)}/inout"
-        return self._duplex(path, body, content_type)
+        return self._duplex(path, body, content_type, end)
 
     def emit_event(self, instance_id: str, name: str, message: Any = None) -> dict[str, Any]:
         """``POST instance/<id>/_event``: send the event ``name`` (with ``message``) to it.
@@ -552,10 +557,14 @@ class HubClient:
             headers["x-end-stream"] = "true" if end else "false"
         return self._request("POST", path, content=content, headers=headers)
 
-    def _duplex(self, path: str, body: Body, content_type: str | None) -> Iterator[bytes]:
+    def _duplex(
+        self, path: str, body: Body, content_type: str | None, end: bool | None
+    ) -> Iterator[bytes]:
         content, headers = _upload(body)
         if content_type is not None:
             headers["content-type"] = content_type
+        if end is not None:
+            headers["x-end-stream"] = "true" if end else "false"
         headers.pop("content-length", None)
         chunks = [content] if isinstance(content, bytes) else content
         connection = None

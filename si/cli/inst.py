@@ -192,7 +192,7 @@ def stdin(instance: str, file: str | None) -> None:
         body.close()
 
 
-@command(app, "inout", example="seq 3 | si inst inout - -t text/plain")
+@command(app, "inout", example="seq 3 | si inst inout - -t text/plain --end")
 @instance_argument
 @click.argument("file", metavar="[FILE]", required=False, type=FILE)
 @click.option(
@@ -201,14 +201,18 @@ def stdin(instance: str, file: str | None) -> None:
     type=click.Choice(INOUT_TYPES),
     help="How the sequence reads the data.",
 )
-def inout(instance: str, file: str | None, content_type: str | None) -> None:
-    """Send a file, or stdin, to the input and copy the output to stdout at the same time."""
+@click.option("-e", "--end", is_flag=True, help="Close the instance's input when this data ends.")
+def inout(instance: str, file: str | None, content_type: str | None, end: bool) -> None:
+    """Send a file, or stdin, to the input and copy the output to stdout at the same time.
+
+    Without --end the instance's input stays open, and so does its output: stop with Ctrl-C.
+    """
     cli = state()
     instance_id = _resolve(cli, instance)
     body = _source(file, "the input")
     try:
         with cli.client() as client:
-            cli.renderer.stream(client.inout(instance_id, body, content_type))
+            cli.renderer.stream(client.inout(instance_id, body, content_type, end=end))
     finally:
         body.close()
 
@@ -306,35 +310,57 @@ def restart(instance: str) -> None:
         sequence_id = sequence.get("id") if isinstance(sequence, dict) else sequence
         if not isinstance(sequence_id, str) or not sequence_id:
             raise SiError(f"the hub did not say which sequence instance {instance_id} runs")
+        ended = False
         try:
             kill_reply: Any = client.kill_instance(instance_id, remove_immediately=True)
         except HubError as exc:
-            if exc.status != 400:  # 400: not running any more; it only has to go away
+            # 400: it is not running. If it has ended, the hub keeps its record (and its id)
+            # for the retention period: restart it under a new id instead of waiting.
+            if exc.status != 400 or not _has_ended(client.get_instance(instance_id)):
                 raise
             kill_reply = exc.reply
-        deadline = time.monotonic() + RESTART_TIMEOUT
-        while True:
-            try:
-                client.get_instance(instance_id)
-            except HubError as exc:
-                if exc.status == 404:
-                    break
-                raise
-            if time.monotonic() > deadline:
-                raise SiError(f"instance {instance_id} did not go away; it cannot be restarted")
-            time.sleep(RESTART_POLL)
-        payload: dict[str, Any] = {
-            "instanceId": instance_id,
-            "appConfig": record.get("appConfig") or {},
-        }
+            ended = True
+        if not ended:
+            _wait_until_gone(client, instance_id)
+        payload: dict[str, Any] = {"appConfig": record.get("appConfig") or {}}
+        if not ended:
+            payload["instanceId"] = instance_id
         if record.get("args"):
             payload["args"] = record["args"]
         for source, target in (("requires", "inputTopic"), ("provides", "outputTopic")):
             if isinstance(record.get(source), str) and record[source]:
                 payload[target] = record[source]
         start_reply = client.start_sequence(sequence_id, payload)
-    remember(cli, lastInstanceId=instance_id)
+    new_id = start_reply.get("id") if isinstance(start_reply.get("id"), str) else instance_id
+    if ended:
+        render.message(f"instance {instance_id} had ended; started {new_id} with the same settings")
+    remember(cli, lastInstanceId=str(new_id))
     cli.renderer.show({"killResponse": kill_reply, "seqStartResponse": start_reply})
+
+
+# Statuses of an instance whose process is gone (sth-api.md §2.2, plus si's "lost").
+ENDED_STATUSES = ("completed", "errored", "lost")
+
+
+def _has_ended(record: dict[str, Any]) -> bool:
+    return record.get("status") in ENDED_STATUSES or bool(record.get("terminated"))
+
+
+def _wait_until_gone(client: Any, instance_id: str) -> None:
+    """Poll until the hub has dropped the killed instance (its id is then free again)."""
+    from si.client import HubError
+
+    deadline = time.monotonic() + RESTART_TIMEOUT
+    while True:
+        try:
+            client.get_instance(instance_id)
+        except HubError as exc:
+            if exc.status == 404:
+                return
+            raise
+        if time.monotonic() > deadline:
+            raise SiError(f"instance {instance_id} did not go away; it cannot be restarted")
+        time.sleep(RESTART_POLL)
 
 
 # -- events ----------------------------------------------------------------------------------------

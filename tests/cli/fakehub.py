@@ -352,6 +352,10 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             case ["instance", instance_id] if method == "GET":
                 self._json(200, hub.instances[instance_id])
+            case ["instance", instance_id, "_kill"] if method == "POST" and hub.instances[
+                instance_id
+            ]["status"] in ("completed", "errored"):
+                self._json(400, {"error": "Instance not running"})
             case ["instance", instance_id, "_kill"] if method == "POST":
                 record_now = dict(hub.instances[instance_id], status="killing")
                 if (record.json() or {}).get("removeImmediately"):

@@ -151,6 +151,30 @@ def test_restart_keeps_id_config_args_and_topics(
     assert json.loads(session_file(tmp_path).read_text())["lastInstanceId"] == INSTANCE_ID
 
 
+def test_restart_of_an_ended_instance_starts_a_new_one(
+    run_si: RunSi, hub: FakeHub, tmp_path: Path
+) -> None:
+    sequence_id = hub.add_sequence()
+    hub.add_instance(sequence_id, INSTANCE_ID, args=["a"], status="completed")
+    result = run_si("inst", "restart", INSTANCE_ID, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    new_id = _json_lines(result.stdout)[0]["seqStartResponse"]["id"]
+    assert new_id != INSTANCE_ID
+    assert result.stderr.decode() == (
+        f"instance {INSTANCE_ID} had ended; started {new_id} with the same settings\n"
+    )
+    assert hub.requests_to("POST", "/start")[0].json() == {"appConfig": {}, "args": ["a"]}
+    assert json.loads(session_file(tmp_path).read_text())["lastInstanceId"] == new_id
+
+
+def test_inout_end_sends_the_end_header(run_si: RunSi, hub: FakeHub) -> None:
+    instance_id = _instance(hub)
+    assert run_si("inst", "inout", instance_id, "--end", input=b"x\n").stdout == b"X\n"
+    assert hub.requests_to("POST", "/inout")[0].headers["x-end-stream"] == "true"
+    assert run_si("inst", "inout", instance_id, input=b"y\n").returncode == 0
+    assert hub.requests_to("POST", "/inout")[1].headers["x-end-stream"] == "false"
+
+
 # -- events ----------------------------------------------------------------------------------------
 
 
