@@ -11,7 +11,9 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 
-def write_json_atomic(path: Path, body: dict[str, Any], *, mode: int = 0o600) -> None:
+def write_json_atomic(
+    path: Path, body: dict[str, Any], *, mode: int = 0o600, durable: bool = True
+) -> None:
     """Write ``body`` plus ``schema`` to ``path``: readers see the old file or the new, never half.
 
     The temporary file is fsynced before ``os.replace`` so a machine crash cannot leave an empty
@@ -22,7 +24,8 @@ def write_json_atomic(path: Path, body: dict[str, Any], *, mode: int = 0o600) ->
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if durable:  # not needed against a process crash, only against a machine crash
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)

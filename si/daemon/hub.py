@@ -13,9 +13,11 @@ import secrets
 import shutil
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 import trio
+import trio.lowlevel
 
 from si.daemon.feed import Feed
 from si.daemon.instance import EVENT, KILL_GRACE, STOP, Instance
@@ -58,7 +60,7 @@ class Hub:
         self.instances: dict[str, Instance] = {}
         self.started_at = time.time()
         self.spawner = Spawner(paths.lock.parent)
-        self.topics = Topics()
+        self.topics = Topics(paths.lock.parent / "topics.json")
         self.log_feed = Feed()
         self.audit_feed = Feed()
         self._nursery: trio.Nursery | None = None
@@ -101,6 +103,7 @@ class Hub:
     def begin(self, nursery: trio.Nursery) -> None:
         """Start supervising what ``load`` found: re-adopt live runners, expire ended ones."""
         self._nursery = nursery
+        nursery.start_soon(self.topics.keep_committed)
         for instance in list(self.instances.values()):
             if instance.live:
                 self._adopt(instance)
@@ -284,19 +287,77 @@ class Hub:
             self.nursery.start_soon(task, instance, topic)
 
     async def _produce_from(self, instance: Instance, topic: Topic) -> None:
-        """An instance's output into a topic, message by message, at the topic's pace."""
+        """An instance's output into a topic, message by message, at the topic's pace.
+
+        The instance's output is acknowledged only once the topic's consumers took the messages
+        and the topic's head is recorded: after a hub crash its runner resends the rest.
+        """
         pipe = instance.output
         reader = pipe.attach()
+        cursor = reader.position  # read ahead of what is acknowledged
         splitter = MessageSplitter(topic.content_type)
+        # (topic offset, output offset): output to acknowledge once the topic committed it.
+        # Bounded: the output pipe holds at most the runner's window of unacknowledged bytes.
+        pending: deque[tuple[int, int]] = deque()
+        appended = trio.Event()
         topic.producers += 1
+        skip = topic.restored.pop(instance.id, 0)
+        if skip > cursor:
+            # Re-adopted after a crash: this much of the output is in the topic already.
+            pipe.delivered(reader, skip - reader.position)
+            cursor = skip
+
+        def committed_output(head: int) -> int:
+            """How far into the output is in the topic before ``head`` (for the topic file)."""
+            value = reader.position
+            for topic_end, output_end in pending:
+                if topic_end > head:
+                    break
+                value = output_end
+            return value
+
+        topic.routes[instance.id] = committed_output
+
+        async def release() -> None:
+            nonlocal appended
+            while True:
+                while not pending:
+                    await appended.wait()
+                    appended = trio.Event()
+                topic_end, output_end = pending[0]
+                await topic.wait_committed(topic_end)
+                if topic.pipe.closed:
+                    return
+                pending.popleft()
+                if output_end > reader.position:
+                    pipe.delivered(reader, output_end - reader.position)
+
+        def note(output_end: int) -> None:
+            pending.append((topic.pipe.tail, output_end))
+            appended.set()
+
         try:
-            while (data := await pipe.read(reader)) is not None:
-                await topic.publish(splitter.feed(data))
-                pipe.delivered(reader, len(data))
-            await topic.publish(splitter.finish())
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(release)
+                while (data := await pipe.read(reader, at=cursor)) is not None:
+                    cursor += len(data)
+                    messages = splitter.feed(data)
+                    if messages:
+                        await topic.publish(messages)
+                        note(cursor - splitter.pending)
+                last = splitter.finish()
+                if last:
+                    await topic.publish(last)
+                note(cursor)
+                await topic.wait_committed(topic.pipe.tail)
+                with trio.move_on_after(1):  # let release() hand over the last range
+                    while pending and not topic.pipe.closed:
+                        await trio.lowlevel.checkpoint()
+                nursery.cancel_scope.cancel()
         except trio.ClosedResourceError:
             pass  # the topic was removed
         finally:
+            topic.routes.pop(instance.id, None)
             pipe.detach(reader)
             topic.producers -= 1
 

@@ -95,14 +95,16 @@ class OutputPipe:
     def reader_count(self) -> int:
         return len(self._readers)
 
-    async def read(self, reader: PipeReader) -> bytes | None:
-        """Wait for bytes at the reader's position; ``None`` at the end of the stream.
+    async def read(self, reader: PipeReader, at: int | None = None) -> bytes | None:
+        """Wait for bytes at the reader's position (or ``at``, to read ahead of it); ``None``
+        at the end of the stream.
 
         The bytes are not consumed until the caller calls :meth:`delivered` after writing them.
         """
         while True:
-            if reader.position < self.tail:
-                return self._peek(reader.position)
+            position = reader.position if at is None else at
+            if position < self.tail:
+                return self._peek(position)
             if self.ended or self.closed:
                 return None
             await self._changed.wait()

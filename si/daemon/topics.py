@@ -11,10 +11,13 @@ output is not consumed, so its generator pauses).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from pathlib import Path
 
 import trio
 
 from si.daemon.pipe import OutputPipe
+from si.fsutil import read_json, write_json_atomic
 
 CONTENT_TYPES = (
     "application/x-ndjson",
@@ -29,6 +32,8 @@ TOPIC_CAPACITY = 1 << 20
 # Consumed bytes a topic keeps so a consumer that reconnects with its offset loses nothing of
 # what its client dropped (what was in flight in sockets and client buffers when it went away).
 TOPIC_REPLAY = 4 << 20
+# Heads are recorded at most this often: one small file write per interval at full speed.
+COMMIT_INTERVAL = 0.005
 
 
 def is_line_type(content_type: str) -> bool:
@@ -50,6 +55,11 @@ class MessageSplitter:
         self._partial = data[cut:]
         return data[:cut]
 
+    @property
+    def pending(self) -> int:
+        """Bytes held back: the start of a message that has not ended yet."""
+        return len(self._partial)
+
     def finish(self) -> bytes:
         """What is left when the producer ends: a last line gets its newline (STH does this)."""
         rest, self._partial = self._partial, b""
@@ -57,17 +67,51 @@ class MessageSplitter:
 
 
 class Topic:
-    def __init__(self, name: str, content_type: str, capacity: int = TOPIC_CAPACITY) -> None:
+    """Args:
+    base: the offset the topic starts at (its committed head, after a hub restart).
+    on_consumed: told whenever consumers took more (the registry persists the head).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        content_type: str,
+        capacity: int = TOPIC_CAPACITY,
+        *,
+        base: int = 0,
+        on_consumed: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
         self.content_type = content_type
         self.capacity = capacity
-        self.pipe = OutputPipe(self._consumed, retain=TOPIC_REPLAY)
+        self.pipe = OutputPipe(self._consumed, base, retain=TOPIC_REPLAY)
         self._room = trio.Event()
+        self._notify = on_consumed
         self.producers = 0
+        # The head as last recorded on disk; instance producers are acknowledged up to it.
+        self.committed = base
+        self._committed_changed = trio.Event()
+        # Instance producers: id -> "how far into my output is in the topic up to this head".
+        self.routes: dict[str, Callable[[int], int]] = {}
+        # After a restart: id -> output offset already in the topic (the route skips it).
+        self.restored: dict[str, int] = {}
 
     def _consumed(self, nbytes: int) -> None:
         self._room.set()
         self._room = trio.Event()
+        if self._notify is not None:
+            self._notify()
+
+    def commit(self) -> None:
+        """The head is recorded: producers may let their sources go up to it."""
+        if self.pipe.head != self.committed:
+            self.committed = self.pipe.head
+            self._committed_changed.set()
+            self._committed_changed = trio.Event()
+
+    async def wait_committed(self, offset: int) -> None:
+        while self.committed < offset and not self.pipe.closed:
+            await self._committed_changed.wait()
 
     async def publish(self, messages: bytes) -> None:
         """Append whole messages once there is room; waits while the topic is full."""
@@ -82,6 +126,7 @@ class Topic:
     def close(self) -> None:
         self.pipe.close()
         self._room.set()
+        self._committed_changed.set()
 
     def record(self) -> dict[str, str]:
         return {
@@ -100,8 +145,63 @@ class TopicError(Exception):
 
 
 class Topics:
-    def __init__(self) -> None:
+    """The hub's topics, with their heads recorded in ``<home>/topics.json``.
+
+    The head (every byte before it was taken by the consumers) is written to disk before the
+    instances that produced those bytes are acknowledged; after a hub crash a topic starts at
+    its recorded head and the producers' runners resend everything after it, so a consumer that
+    resumes at its offset misses nothing and sees nothing twice (for a topic with one producer;
+    several producers' messages may be interleaved differently the second time).
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
         self.topics: dict[str, Topic] = {}
+        self._changed = trio.Event()
+        if path is not None:
+            self._load(path)
+
+    def _load(self, path: Path) -> None:
+        try:
+            stored = read_json(path).get("topics", {})
+        except (OSError, ValueError):
+            return
+        for name, entry in stored.items():
+            try:
+                topic_type, head = str(entry["contentType"]), int(entry["head"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if NAME.fullmatch(name) and topic_type in CONTENT_TYPES:
+                topic = self.topics[name] = self._new(name, topic_type, head)
+                producers = entry.get("producers") or {}
+                topic.restored = {str(k): int(v) for k, v in producers.items()}
+
+    def _new(self, name: str, content_type: str, base: int = 0) -> Topic:
+        return Topic(name, content_type, base=base, on_consumed=self._changed.set)
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        body = {}
+        for name, topic in self.topics.items():
+            head = topic.pipe.head
+            producers = {iid: committed(head) for iid, committed in topic.routes.items()}
+            body[name] = {
+                "contentType": topic.content_type,
+                "head": head,
+                "producers": {**topic.restored, **producers},
+            }
+        write_json_atomic(self.path, {"topics": body}, durable=False)
+
+    async def keep_committed(self) -> None:
+        """Record heads as they move, then let producers go (runs for the hub's lifetime)."""
+        while True:
+            await self._changed.wait()
+            self._changed = trio.Event()
+            self.save()
+            for topic in list(self.topics.values()):
+                topic.commit()
+            await trio.sleep(COMMIT_INTERVAL)
 
     @staticmethod
     def check_name(name: str) -> None:
@@ -119,7 +219,8 @@ class Topics:
             raise TopicError(400, "Unsupported content-type")
         topic = self.topics.get(name)
         if topic is None:
-            topic = self.topics[name] = Topic(name, content_type)
+            topic = self.topics[name] = self._new(name, content_type)
+            self.save()
         elif topic.content_type != content_type:
             raise TopicError(415, f"Acceptable Content-Type for {name} is {topic.content_type}")
         return topic
@@ -130,4 +231,5 @@ class Topics:
         if topic is None:
             raise TopicError(404, f"Topic {name} not found")
         topic.close()
+        self.save()
         return topic

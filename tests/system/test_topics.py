@@ -199,3 +199,60 @@ def test_routes_of_readopted_instances_are_restored(client: HubClient, hub: HubP
     client.start_sequence(client.send_sequence(python_package(PRODUCER))["id"], {"args": ["5"]})
     lines = take_lines(client.stream(f"instance/{consumer}/output"), 5)
     assert [int(line) for line in lines] == [0, 10, 20, 30, 40]
+
+
+SLOW_PRODUCER = """
+import asyncio
+
+provides = {"provides": "ticks", "contentType": "application/x-ndjson"}
+
+async def run(context, input, count):
+    for n in range(int(count)):
+        yield n
+        await asyncio.sleep(0.003)
+"""
+
+
+def test_a_topic_consumer_resumes_across_a_hub_crash_without_gap_or_repeat(
+    client: HubClient, hub: HubProcess
+) -> None:
+    total = 1500
+    client.start_sequence(
+        client.send_sequence(python_package(SLOW_PRODUCER))["id"], {"args": [str(total)]}
+    )
+    received = bytearray()
+    first: int | None = None
+
+    def read(until: int) -> None:
+        nonlocal first
+        target, dirfd = connectable_unix_path(hub.socket)
+        try:
+            with httpx.Client(
+                transport=httpx.HTTPTransport(uds=target), base_url="http://si/api/v1"
+            ) as http:
+                headers = {"content-type": "application/x-ndjson"}
+                if first is not None:
+                    headers["x-si-offset"] = str(first + len(received))
+                with http.stream("GET", "topic/ticks", headers=headers, timeout=30) as reply:
+                    start = int(reply.headers["x-si-offset"])
+                    if first is None:
+                        first = start
+                    assert start == first + len(received)
+                    for chunk in reply.iter_raw():
+                        received.extend(chunk)
+                        if received.count(b"\n") >= until:
+                            return
+        except httpx.HTTPError:
+            return  # the hub went away: resume below
+        finally:
+            if dirfd is not None:
+                os.close(dirfd)
+
+    reader = threading.Thread(target=read, args=(total,), daemon=True)
+    reader.start()
+    wait_for(lambda: received.count(b"\n") >= 200)
+    hub.crash()
+    reader.join(10)
+    hub.start()
+    read(total)
+    assert [int(n) for n in received.split()] == list(range(total))
