@@ -77,7 +77,8 @@ def main() -> None:
             else:
                 print(
                     f"topic, 1 producer -> {consumers} consumer(s): {result['messages_per_s']:,} "
-                    f"messages/s, {result['mb_per_s']} MB/s ({options.messages:,} x {options.size} B)"
+                    f"messages/s, {result['mb_per_s']} MB/s "
+                    f"({options.messages:,} x {options.size} B)"
                 )
 
 
