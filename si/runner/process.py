@@ -338,6 +338,12 @@ class Runner:
                 declared = getattr(result, "content_type", None)
                 if isinstance(declared, str) and declared in NDJSON_TYPES:
                     content_type = declared
+                # STH's runtime declaration: attributes set on the returned stream.
+                for key in ("provides", "requires"):
+                    topic = getattr(result, key, None)
+                    if isinstance(topic, str) and topic:
+                        kind = declared if isinstance(declared, str) else ""
+                        self.send_monitoring([PANG, {key: topic, "contentType": kind}])
                 await self.pump_output(result, content_type)
             else:
                 self.link.end(Channel.OUTPUT)

@@ -256,3 +256,61 @@ def test_a_topic_consumer_resumes_across_a_hub_crash_without_gap_or_repeat(
     hub.start()
     read(total)
     assert [int(n) for n in received.split()] == list(range(total))
+
+
+def test_consumers_fan_out_and_producers_interleave_at_message_boundaries(
+    client: HubClient, hub: HubProcess
+) -> None:
+    client._request("POST", "topics", json={"id": "mixed", "content-type": "text/plain"})
+    streams = [HubClient(hub.address).topic_stream("mixed", "text/plain") for _ in range(2)]
+    results: list[list[bytes]] = [[], []]
+
+    def consume(index: int) -> None:
+        results[index] = take_lines(streams[index], 4000)
+
+    readers = [threading.Thread(target=consume, args=(n,), daemon=True) for n in range(2)]
+    for reader in readers:
+        reader.start()
+    time.sleep(0.3)
+
+    def produce(tag: str) -> None:
+        # Lines cut at awkward places: the topic must still never split a message.
+        body = b"".join(f"{tag}-{n:05d}\n".encode() for n in range(2000))
+        pieces = [body[i : i + 777] for i in range(0, len(body), 777)]
+        HubClient(hub.address).send_topic("mixed", iter(pieces), "text/plain")
+
+    producers = [threading.Thread(target=produce, args=(tag,)) for tag in "ab"]
+    for producer in producers:
+        producer.start()
+    for thread in producers + readers:
+        thread.join(30)
+    for lines in results:
+        assert sorted(lines) == sorted(f"{t}-{n:05d}".encode() for t in "ab" for n in range(2000))
+        for tag in "ab":  # each producer's messages stay in its order
+            own = [line for line in lines if line.startswith(tag.encode())]
+            assert own == sorted(own)
+    assert results[0] == results[1]  # fan-out: both consumers saw the same sequence
+
+
+def test_a_topic_declared_on_the_returned_stream_is_routed(client: HubClient) -> None:
+    source = """
+import asyncio
+
+class Numbers:
+    provides = "runtime"
+    content_type = "application/x-ndjson"
+
+    def __aiter__(self):
+        return self.numbers()
+
+    async def numbers(self):
+        for n in range(5):
+            yield n
+            await asyncio.sleep(0.05)
+
+def run(context, input):
+    return Numbers()
+"""
+    client.start_sequence(client.send_sequence(python_package(source))["id"], {})
+    lines = take_lines(client.topic_stream("runtime", "application/x-ndjson"), 5)
+    assert [int(line) for line in lines] == [0, 1, 2, 3, 4]
