@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from si.client import HubClient
+from si.client import HubClient, HubError
 from si.testing import HubProcess, python_package
 
 pytestmark = pytest.mark.system
@@ -197,3 +197,29 @@ def test_put_replaces_a_package_and_keeps_the_id(client: HubClient) -> None:
     assert client.get_sequence(sequence)["config"]["name"] == "renewed"
     instance = client.start_sequence(sequence, {})["id"]
     assert read(client, f"instance/{instance}/output") == b"new\n"
+
+
+def test_event_stream_and_monitoring_rate(client: HubClient) -> None:
+    source = """
+import asyncio
+
+async def run(context, input):
+    for n in range(3):
+        await asyncio.sleep(0.3)
+        context.emit("tick", {"n": n})
+    while True:
+        await asyncio.sleep(0.05)
+"""
+    instance = client.start_sequence(client.send_sequence(python_package(source))["id"], {})["id"]
+    received = bytearray()
+    for chunk in client.stream(f"instance/{instance}/events/tick", follow=False):
+        received += chunk
+        if received.count(b"\n") >= 3:
+            break
+    assert [json.loads(line) for line in received.splitlines()] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    accepted = client._request(
+        "POST", f"instance/{instance}/_monitoring_rate", json=[4003, {"monitoringRate": 10}]
+    )
+    assert accepted == {"accepted": True}
+    with pytest.raises(HubError, match="monitoringRate"):
+        client._request("POST", f"instance/{instance}/_monitoring_rate", json=[4003, {}])
