@@ -5,6 +5,10 @@ Runs each command RUNS times (after one warm-up run) against a temporary hub sta
 ``si`` console script installed beside this interpreter (``python -m si`` if there is none).
 Budget: ``si --help`` and ``si inst ls`` under 150 ms median.
 
+Two columns of figures: with Python's bytecode cache, as any installed si runs (the cache
+goes to a temporary PYTHONPYCACHEPREFIX, the warm-up run fills it), and without it, as under
+PYTHONDONTWRITEBYTECODE=1, where every run compiles si's modules from source again.
+
     python bench/cli_speed.py [RUNS]
 """
 
@@ -64,34 +68,40 @@ def main() -> int:
             env = {k: v for k, v in os.environ.items() if not k.startswith("SI_")}
             env["SI_HUB"] = hub.address
             env["XDG_CONFIG_HOME"] = str(home / "config")
+            cached = dict(env, PYTHONPYCACHEPREFIX=str(home / "pycache"))
+            cached.pop("PYTHONDONTWRITEBYTECODE", None)
+            uncached = dict(env, PYTHONDONTWRITEBYTECODE="1")
             si = si_command()
+            tab = {
+                "_SI_COMPLETE": "bash_complete",
+                "COMP_WORDS": "si inst info ",
+                "COMP_CWORD": "3",
+            }
             cases = [
-                ("si --help", [*si, "--help"], True),
-                ("si inst ls", [*si, "inst", "ls"], True),
-                ("si inst ls --format json", [*si, "inst", "ls", "--format", "json"], False),
-                ("si seq ls", [*si, "seq", "ls"], False),
-                ("si --version", [*si, "--version"], False),
-                ("python -c pass (floor)", [sys.executable, "-c", "pass"], False),
+                ("si --help", [*si, "--help"], {}, True),
+                ("si inst ls", [*si, "inst", "ls"], {}, True),
+                ("si inst ls --format json", [*si, "inst", "ls", "--format", "json"], {}, False),
+                ("si seq ls", [*si, "seq", "ls"], {}, False),
+                ("si --version", [*si, "--version"], {}, False),
+                ("TAB: si inst info <ids>", si, tab, False),
+                ("python -c pass (floor)", [sys.executable, "-c", "pass"], {}, False),
             ]
             print(f"{RUNS} runs each, via {' '.join(si)}; milliseconds")
-            print(f"{'command':<28}{'median':>8}{'min':>8}{'max':>8}")
-            for label, args, budgeted in cases:
-                times = measure(args, env)
-                median = statistics.median(times)
+            print(f"{'':<28}{'with bytecode cache':^27}{'without (compiles)':^27}")
+            print(f"{'command':<28}" + f"{'median':>9}{'min':>9}{'max':>9}" * 2)
+            for label, args, extra, budgeted in cases:
+                warm = measure(args, dict(cached, **extra))
+                cold = measure(args, dict(uncached, **extra))
+                figures = "".join(
+                    f"{statistics.median(t):9.1f}{min(t):9.1f}{max(t):9.1f}" for t in (warm, cold)
+                )
                 mark = ""
                 if budgeted:
+                    median = statistics.median(warm)
                     mark = "  ok" if median < BUDGET_MS else f"  OVER {BUDGET_MS:g} ms"
                     if median >= BUDGET_MS:
                         over_budget.append(label)
-                print(f"{label:<28}{median:8.1f}{min(times):8.1f}{max(times):8.1f}{mark}")
-            completion_env = dict(
-                env, _SI_COMPLETE="bash_complete", COMP_WORDS="si inst info ", COMP_CWORD="3"
-            )
-            times = measure([*si], completion_env)
-            print(
-                f"{'TAB: si inst info <ids>':<28}{statistics.median(times):8.1f}"
-                f"{min(times):8.1f}{max(times):8.1f}"
-            )
+                print(f"{label:<28}{figures}{mark}")
     finally:
         shutil.rmtree(home, ignore_errors=True)
     return 1 if over_budget else 0

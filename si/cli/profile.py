@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,11 @@ def defaults() -> dict[str, Any]:
 
 
 def config_root() -> Path:
+    """platformdirs' user config dir for si (computed directly on Linux: every command reads
+    the profile, and importing platformdirs would cost each a few milliseconds)."""
+    if sys.platform == "linux":
+        base = os.environ.get("XDG_CONFIG_HOME", "").strip() or os.path.expanduser("~/.config")
+        return Path(base) / "si"
     import platformdirs
 
     return Path(platformdirs.user_config_dir("si"))

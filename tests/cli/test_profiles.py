@@ -230,3 +230,18 @@ def test_session_command(run_si: RunSi, hub: FakeHub) -> None:
     printed = json.loads(run_si("config", "session", "--format", "json").stdout)
     assert printed["lastSequenceId"] == sequence_id
     assert run_si("c", "s").returncode == 0  # STH's aliases
+
+
+@pytest.mark.parametrize("xdg", [None, "", "  ", "/somewhere/else"])
+def test_config_root_is_platformdirs_user_config_dir(
+    monkeypatch: pytest.MonkeyPatch, xdg: str | None
+) -> None:
+    import platformdirs
+
+    from si.cli.profile import config_root
+
+    if xdg is None:
+        monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_CONFIG_HOME", xdg)
+    assert config_root() == Path(platformdirs.user_config_dir("si"))
