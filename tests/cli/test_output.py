@@ -136,3 +136,23 @@ def test_group_help_imports_no_heavy_modules(si_env: dict[str, str]) -> None:
         [sys.executable, "-c", code], capture_output=True, env=si_env, timeout=30, check=True
     )
     assert result.stdout.decode().splitlines()[-1] == "[]"
+
+
+def test_inst_ls_imports_only_what_it_needs(si_env: dict[str, str], hub: FakeHub) -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "si", "inst", "ls"],
+        capture_output=True,
+        env=si_env,
+        timeout=30,
+        check=True,
+    )
+    assert result.stdout.startswith(b"ID")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.decode().splitlines()}
+    assert "si.client" in imported
+    unwanted = {
+        name
+        for name in imported
+        if name.split(".")[0] in {"trio", "httpx", "httpcore", "yaml", "platformdirs", "ssl"}
+        or name.startswith(("si.daemon", "si.package", "si.runner", "si.cli.seq", "si.cli.hub"))
+    }
+    assert unwanted == set()
