@@ -60,6 +60,8 @@ EXIT_STOPPED = 138
 OUTPUT_BATCH = 64 * 1024
 # Messages (events, stop notices) a runner may hold for an absent hub; beyond this emit drops.
 MONITORING_WINDOW = 1 << 20
+# How long an older hub connection may take to reach its end once a newer hub connected.
+OLD_CONNECTION_GRACE = 2.0
 # How long a finishing runner waits for its last bytes to leave the socket buffer.
 DRAIN_TIMEOUT = 0.5
 HEARTBEAT_INTERVAL = 1.0
@@ -122,6 +124,9 @@ class Runner:
             },
         )
         self.connection: HubConnection | None = None
+        # A newer hub's connection, waiting until the current one has been read to its end.
+        self._waiting: HubConnection | None = None
+        self._waiting_data: list[bytes] = []
         self.input = InputStream(lambda n: self._consumed(Channel.INPUT, n))
         # What POST /stdin sends: text lines, offered to the sequence as sys.stdin.
         self.stdin = InputStream(lambda n: self._consumed(Channel.STDIN, n), "text/plain")
@@ -137,18 +142,49 @@ class Runner:
     # -- connection ------------------------------------------------------------------------
 
     def attach(self, connection: HubConnection) -> None:
-        previous, self.connection = self.connection, connection
-        if previous is not None and previous.transport is not None:
-            previous.transport.close()
+        """A hub connected. If an older connection is still open, it is read to its end
+        first: bytes the old hub wrote before it died are still in that socket, and the
+        handshake on the new connection must report them as received."""
+        if self.connection is None:
+            self._activate(connection)
+            return
+        if self._waiting is not None and self._waiting.transport is not None:
+            self._waiting.transport.close()  # a newer hub supersedes a waiting one
+        self._waiting = connection
+        self._waiting_data.clear()
+        asyncio.get_running_loop().call_later(
+            OLD_CONNECTION_GRACE, self._replace_stale, self.connection
+        )
+
+    def _activate(self, connection: HubConnection) -> None:
+        self.connection = connection
         self.link.connection_made(pid=os.getpid())
         self.flush()
 
+    def _replace_stale(self, old: HubConnection) -> None:
+        # The old connection neither ended nor was replaced in time: drop it.
+        if old is self.connection and self._waiting is not None and old.transport is not None:
+            old.transport.close()
+
     def detach(self, connection: HubConnection) -> None:
-        if connection is self.connection:
-            self.connection = None
-            self.link.connection_lost()
+        if connection is self._waiting:
+            self._waiting = None
+            return
+        if connection is not self.connection:
+            return
+        self.connection = None
+        self.link.connection_lost()
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            self._activate(waiting)
+            for data in self._waiting_data:
+                self.receive(waiting, data)
+            self._waiting_data.clear()
 
     def receive(self, connection: HubConnection, data: bytes) -> None:
+        if connection is self._waiting:
+            self._waiting_data.append(data)  # its handshake waits for the old connection
+            return
         if connection is not self.connection:
             return
         try:
