@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from si.cli.profile import Profile
     from si.client import HubClient
+    from si.paths import HubPaths
 
 # Settings shared by every command: -h as in STH, and a wider help than click's 80 columns.
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -85,15 +86,28 @@ class CliState:
             return self.hub
         if self.profile.api_url:
             return self.profile.api_url
-        from si.paths import default_hub_address
-
-        return default_hub_address()
+        return str(hub_paths(None).socket)
 
     def client(self, **options: Any) -> HubClient:
         """A client of the selected hub; use it in a ``with`` block."""
         from si.client import HubClient
 
         return HubClient(self.hub_address(), **options)
+
+
+def hub_paths(home: str | None) -> HubPaths:
+    """The files of the local hub of ``home`` (``None``: ``SI_HOME``, else per-user dirs).
+
+    platformdirs warns on stderr when ``XDG_RUNTIME_DIR`` is unset and it falls back to a
+    directory under /tmp; that fallback is fine for a hub's socket, so the warning is muted.
+    """
+    import warnings
+
+    from si.paths import HubPaths
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return HubPaths.resolve(Path(home) if home else None)
 
 
 def state(ctx: click.Context | None = None) -> CliState:

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from si.cli import render
-from si.cli.common import DIRECTORY, AliasGroup, command, group, state
+from si.cli.common import DIRECTORY, AliasGroup, command, group, hub_paths, state
 from si.errors import SiError
 
 app: AliasGroup = group("hub", "Run a local hub, or ask the hub about itself.")
@@ -30,12 +30,6 @@ home_option = click.option(
     type=DIRECTORY,
     help="The hub's home directory (default: SI_HOME, else per-user directories).",
 )
-
-
-def _paths(home: str | None) -> Any:
-    from si.paths import HubPaths
-
-    return HubPaths.resolve(Path(home) if home else None)
 
 
 @command(
@@ -97,7 +91,7 @@ def _serve_detached(
 ) -> None:
     from si.cli import hubctl
 
-    paths = _paths(home)
+    paths = hub_paths(home)
     args: list[str] = []
     if home:
         args += ["--home", str(Path(home).absolute())]
@@ -133,7 +127,7 @@ def stop(home: str | None, timeout: float, force: bool) -> None:
     """Stop the local hub of a home (its instances keep running unless it was started -K)."""
     from si.cli import hubctl
 
-    paths = _paths(home)
+    paths = hub_paths(home)
     running = hubctl.find_hub(paths)
     if running is None:
         render.message(f"no hub is running (lock: {paths.lock})")
@@ -151,7 +145,7 @@ def status(home: str | None) -> None:
     from si.client import HubClient, HubError
 
     cli = state()
-    paths = _paths(home)
+    paths = hub_paths(home)
     running = hubctl.find_hub(paths)
     report: dict[str, Any] = {"running": running is not None}
     if running is not None:
