@@ -42,6 +42,8 @@ const MONITORING = 3001;
 const SEQUENCE_STOPPED = 3006;
 const ALIVE = 3010;
 const PANG = 3012;
+// How long an older hub connection may take to reach its end once a newer hub connected.
+const OLD_CONNECTION_GRACE_MS = 2000;
 const STOP = 4001;
 const KILL = 4002;
 const MONITORING_RATE = 4003;
@@ -205,29 +207,64 @@ class Runner {
     this.stopRequested = false;
     this.heartbeatTimer = null;
     this.heartbeatBusy = false;
+    this.waiting = null; // a newer hub's connection, until the current one has ended
+    this.waitingData = [];
   }
 
   // -- connection ------------------------------------------------------------------------
 
+  /**
+   * A hub connected. If an older connection is still open it is read to its end first:
+   * bytes the old hub wrote before it died are still in that socket, and the handshake on
+   * the new connection must report them as received.
+   */
   attach(socket) {
-    const previous = this.socket;
-    this.socket = socket;
-    if (previous) previous.destroy();
     socket.setNoDelay(true);
     socket.on('data', (data) => this.receive(socket, data));
     socket.on('close', () => this.detach(socket));
     socket.on('error', () => {}); // 'close' follows; the hub dials again
+    if (!this.socket) {
+      this.activate(socket);
+      return;
+    }
+    if (this.waiting) this.waiting.destroy(); // a newer hub supersedes a waiting one
+    this.waiting = socket;
+    this.waitingData = [];
+    const old = this.socket;
+    const timer = setTimeout(() => {
+      if (this.socket === old && this.waiting) old.destroy(); // it did not end in time
+    }, OLD_CONNECTION_GRACE_MS);
+    timer.unref();
+  }
+
+  activate(socket) {
+    this.socket = socket;
     this.link.connectionMade({ pid: process.pid });
     this.flushSocket();
   }
 
   detach(socket) {
+    if (socket === this.waiting) {
+      this.waiting = null;
+      return;
+    }
     if (socket !== this.socket) return;
     this.socket = null;
     this.link.connectionLost();
+    const waiting = this.waiting;
+    this.waiting = null;
+    if (waiting && !waiting.destroyed) {
+      this.activate(waiting);
+      for (const data of this.waitingData) this.receive(waiting, data);
+    }
+    this.waitingData = [];
   }
 
   receive(socket, data) {
+    if (socket === this.waiting) {
+      this.waitingData.push(data); // its handshake waits for the old connection to end
+      return;
+    }
     if (socket !== this.socket) return;
     let events;
     try {
