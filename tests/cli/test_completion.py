@@ -17,7 +17,8 @@ from tests.cli.conftest import REPO, RunSi
 from tests.cli.fakehub import FakeHub
 
 BASH = shutil.which("bash")
-pytestmark = pytest.mark.skipif(BASH is None, reason="bash is not installed")
+
+needs_bash = pytest.mark.skipif(BASH is None, reason="bash is not installed")
 
 
 @pytest.fixture
@@ -67,11 +68,13 @@ def test_checked_in_scripts_are_the_generated_ones(run_si: RunSi) -> None:
         assert run_si("completion", "show", shell).stdout.decode() == script(shell)
 
 
+@needs_bash
 def test_bash_script_is_valid_bash() -> None:
     assert BASH is not None
     subprocess.run([BASH, "-n", str(REPO / "completions" / "si.bash")], check=True, timeout=10)
 
 
+@needs_bash
 def test_commands_complete(si_env: dict[str, str], bin_dir: Path) -> None:
     candidates, _, _ = complete("si ", si_env, bin_dir)
     assert candidates[:4] == ["seq", "inst", "topic", "hub"]
@@ -81,6 +84,7 @@ def test_commands_complete(si_env: dict[str, str], bin_dir: Path) -> None:
     assert "deploy" in complete("si sequence d", si_env, bin_dir)[0]
 
 
+@needs_bash
 def test_options_complete(si_env: dict[str, str], bin_dir: Path) -> None:
     candidates, _, _ = complete("si seq start - --con", si_env, bin_dir)
     assert candidates == ["--config-file", "--config-string"]
@@ -90,6 +94,7 @@ def test_options_complete(si_env: dict[str, str], bin_dir: Path) -> None:
     ]
 
 
+@needs_bash
 def test_file_and_directory_arguments_go_to_bash(si_env: dict[str, str], bin_dir: Path) -> None:
     candidates, compopt, _ = complete("si seq send ", si_env, bin_dir)
     assert (candidates, compopt) == ([], ["-o default"])
@@ -98,6 +103,7 @@ def test_file_and_directory_arguments_go_to_bash(si_env: dict[str, str], bin_dir
     assert complete("si seq start - -f ", si_env, bin_dir)[1] == ["-o default"]
 
 
+@needs_bash
 def test_live_ids_from_the_hub(si_env: dict[str, str], bin_dir: Path, hub: FakeHub) -> None:
     sequence_id = hub.add_sequence(sequence_id="5eq-aaaa")
     hub.add_instance(sequence_id, "1n5t-bbbb")
@@ -107,6 +113,7 @@ def test_live_ids_from_the_hub(si_env: dict[str, str], bin_dir: Path, hub: FakeH
     assert complete("si inst kill ", si_env, bin_dir)[0] == ["1n5t-bbbb", "1n5t-cccc"]
 
 
+@needs_bash
 def test_hub_option_after_the_subcommand_is_used(
     si_env: dict[str, str], bin_dir: Path, hub: FakeHub
 ) -> None:
@@ -115,6 +122,7 @@ def test_hub_option_after_the_subcommand_is_used(
     assert complete(f"si seq info --hub {hub.address} ", env, bin_dir)[0] == ["found-it"]
 
 
+@needs_bash
 def test_no_hub_means_no_ids_quickly_and_silently(si_env: dict[str, str], bin_dir: Path) -> None:
     env = dict(si_env, SI_HUB="/nonexistent/hub.sock")
     began = time.monotonic()
@@ -148,3 +156,66 @@ def test_install_for_fish_and_zsh(run_si: RunSi, tmp_path: Path) -> None:
     assert (tmp_path / "config" / "fish" / "completions" / "si.fish").read_text() == script("fish")
     assert run_si("completion", "install", "zsh", env=env).returncode == 0
     assert (tmp_path / ".zfunc" / "_si").read_text() == script("zsh")
+
+
+FISH = shutil.which("fish")
+ZSH = shutil.which("zsh")
+
+
+@pytest.mark.skipif(FISH is None, reason="fish is not installed")
+def test_fish_script_completes_commands_ids_and_choices(
+    si_env: dict[str, str], bin_dir: Path, hub: FakeHub
+) -> None:
+    hub.add_instance(hub.add_sequence(name="counter"), "1n5t-dddd")
+    script_path = REPO / "completions" / "si.fish"
+    program = (
+        f"source {shlex.quote(str(script_path))}; "
+        "complete -C 'si se'; echo SPLIT; complete -C 'si inst kill '; echo SPLIT; "
+        "complete -C 'si topic get t --content-type text/p'"
+    )
+    assert FISH is not None
+    result = subprocess.run(
+        [FISH, "--no-config", "-c", program],
+        capture_output=True,
+        env=dict(si_env, PATH=f"{bin_dir}:{si_env.get('PATH', os.defpath)}"),
+        timeout=60,
+        check=True,
+    )
+    commands, ids, choices = result.stdout.decode().split("SPLIT\n")
+    assert commands.splitlines() == ["seq\tPack, send, start and manage sequences."]
+    assert ids.splitlines() == ["1n5t-dddd\tcounter running"]
+    assert choices.splitlines() == ["text/plain"]
+
+
+@pytest.mark.skipif(ZSH is None, reason="zsh is not installed")
+def test_zsh_script_hands_candidates_to_zsh(
+    si_env: dict[str, str], bin_dir: Path, hub: FakeHub
+) -> None:
+    hub.add_sequence(sequence_id="5eq-zzzz", name="counter")
+    # zsh's completion builtins only work inside its line editor: stand-ins record the calls.
+    program = f"""
+compdef() {{ : }}
+compadd() {{ print -r -- "compadd $*" }}
+_describe() {{ print -r -- "describe ${{(P)3}}" }}
+_files() {{ print files }}
+_path_files() {{ print "dirs $*" }}
+source {shlex.quote(str(REPO / "completions" / "_si"))}
+words=(si se); CURRENT=2; _si
+words=(si seq start ''); CURRENT=4; _si
+words=(si seq send ''); CURRENT=4; _si
+words=(si seq pack ''); CURRENT=4; _si
+"""
+    assert ZSH is not None
+    result = subprocess.run(
+        [ZSH, "-f", "-c", program],
+        capture_output=True,
+        env=dict(si_env, PATH=f"{bin_dir}:{si_env.get('PATH', os.defpath)}"),
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.decode().splitlines() == [
+        "describe seq:Pack, send, start and manage sequences.",
+        "describe 5eq-zzzz:counter",
+        "files",
+        "dirs -/",
+    ]
