@@ -42,6 +42,7 @@ from si.protocol.link import (
     WindowOpened,
 )
 from si.runner.context import AppContext
+from si.runner.framework import passthrough_source, scramjet_stream
 from si.runner.identity import ProcessIdentity
 from si.runner.streams import NDJSON_TYPES, InputStream, output_encoder
 from si.segments import DEFAULT_KEEP, DEFAULT_SEGMENT_BYTES, SegmentWriter
@@ -309,7 +310,13 @@ class Runner:
     async def pump_output(self, source: Any, content_type: str | None) -> None:
         encode = output_encoder(content_type)
         add = self._add_output
-        if isinstance(source, str | bytes | bytearray):
+        passthrough = passthrough_source(source, self.input)
+        if passthrough is not None:
+            # `return input`: whole blocks, the same bytes as item by item (see streams.py).
+            async for block in passthrough.output_blocks(content_type):
+                if add(block):
+                    await self._write_batch_when_possible()
+        elif isinstance(source, str | bytes | bytearray):
             add(encode(source))
         elif isinstance(source, AsyncIterable):
             async for item in source:
@@ -437,21 +444,6 @@ class Runner:
         deadline = time.monotonic() + DRAIN_TIMEOUT
         while transport.get_write_buffer_size() and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
-
-
-def scramjet_stream(source: InputStream) -> Any:
-    """The input as a ``scramjet.streams.Stream`` when the sequence ships that framework.
-
-    STH hands Python sequences a scramjet Stream; sequences written for it call ``.map`` and
-    friends on their input. Our own stream is the input otherwise (it has ``map`` and ``read``).
-    """
-    if importlib.util.find_spec("scramjet") is None:
-        return source
-    try:
-        from scramjet.streams import Stream  # type: ignore[import-untyped]
-    except ImportError:
-        return source
-    return Stream.read_from(source)
 
 
 class JsonLineFormatter(logging.Formatter):

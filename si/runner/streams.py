@@ -5,6 +5,11 @@ block ``Content-Type: <type>\\r\\n\\r\\n`` unless the type is known otherwise. T
 the sequence chunks as STH's Python runner does: ``text/plain`` one decoded line per chunk with
 its newline kept, ``application/octet-stream`` raw ``bytes``; and, beyond STH,
 ``application/x-ndjson`` one parsed JSON value per line.
+
+A sequence that returns its input untouched (``return input``) gets the block path
+(:meth:`InputStream.output_blocks`): whole received blocks go to the output, already encoded,
+with exactly the bytes the item-by-item path would produce, so a passthrough costs per block
+instead of per line.
 """
 
 from __future__ import annotations
@@ -46,10 +51,17 @@ class InputStream:
         self._content_type: str | None = content_type
         self._partial = ""
         self._decoder: codecs.IncrementalDecoder | None = None
+        # Set by the first read: from then on items may be decoded and the block path is off.
+        self._reading = False
 
     @property
     def content_type(self) -> str | None:
         return self._content_type
+
+    @property
+    def untouched(self) -> bool:
+        """Nothing was read yet: :meth:`output_blocks` may take the stream over."""
+        return not self._reading
 
     # -- feeding (runner side) -------------------------------------------------------------
 
@@ -75,21 +87,27 @@ class InputStream:
         while True:
             if self._items:
                 return self._items.popleft()
+            self._reading = True
             if self._error is not None:
                 raise self._error
             if self._raw:
-                self._decode(self._raw.popleft())
+                raw = self._take()
+                if raw:
+                    self._decode(raw)
                 continue
             if self._ended:
                 self._flush_partial()
                 if self._items:
                     continue
                 raise StopAsyncIteration
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wait()
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
     async def read(self) -> Any:
         """The next chunk, or ``None`` at the end of input."""
@@ -115,20 +133,85 @@ class InputStream:
 
         return mapped()
 
+    async def output_blocks(self, content_type: str | None) -> AsyncIterator[bytes]:
+        """The output of a sequence that returned this stream untouched, a block at a time.
+
+        The bytes are exactly what encoding each item with ``output_encoder(content_type)``
+        would give, in order: binary input passes as it is, text input is its UTF-8 decoding
+        (invalid bytes replaced) encoded again, which for ASCII or valid UTF-8 is the input
+        itself; other cases are decoded into items and encoded here. Only blocks are bigger:
+        every byte received so far goes out at once, lines need not be complete.
+
+        Raises:
+            InputError: as reading the items would (bad header block, unknown content type).
+        """
+        encode = output_encoder(content_type)
+        as_is = content_type not in NDJSON_TYPES  # str as UTF-8, bytes unchanged
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._items:  # decoded before the block path took over
+                yield b"".join([encode(item) for item in self._items])
+                self._items.clear()
+                continue
+            if self._raw:
+                raw = self._take(everything=True)
+                if not raw:
+                    continue
+                media = self._content_type
+                if as_is and media == BINARY:
+                    yield raw
+                elif as_is and media == TEXT:
+                    yield self._reencode(raw)
+                else:
+                    self._decode(raw)
+                continue
+            if self._ended:
+                if as_is and self._content_type == TEXT:
+                    tail = self._reencode(b"", final=True)
+                    if tail:
+                        yield tail
+                else:
+                    self._flush_partial()
+                    if self._items:
+                        continue
+                return
+            await self._wait()
+
     # -- decoding --------------------------------------------------------------------------
 
-    def _decode(self, raw: bytes) -> None:
+    def _take(self, *, everything: bool = False) -> bytes:
+        """The next block received (or ``everything`` received so far), past the header
+        block, counted as consumed."""
+        raw_blocks = self._raw
+        if everything and len(raw_blocks) > 1:
+            raw = b"".join(raw_blocks)
+            raw_blocks.clear()
+        else:
+            raw = raw_blocks.popleft()
         self._on_consumed(len(raw))
         if self._content_type is None:
             raw = self._take_header(raw)
-            if self._content_type is None or not raw:
-                return
+            if self._content_type is None or self._error is not None:
+                return b""
+        return raw
+
+    def _reencode(self, raw: bytes, *, final: bool = False) -> bytes:
+        """``raw`` decoded as the text path decodes it, encoded back to UTF-8."""
+        decoder = self._decoder
+        if raw.isascii() and not final and (decoder is None or not decoder.getstate()[0]):
+            return raw  # nothing pending in the decoder and nothing to decode: unchanged
+        if decoder is None:
+            decoder = self._decoder = _text_decoder()
+        return decoder.decode(raw, final).encode()
+
+    def _decode(self, raw: bytes) -> None:
         content_type = self._content_type
         if content_type == BINARY:
             self._items.append(raw)
             return
         if self._decoder is None:
-            self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            self._decoder = _text_decoder()
         # Split on "\n" only: str.splitlines would also break on form feeds and the like.
         parts = (self._partial + self._decoder.decode(raw)).split("\n")
         self._partial = parts.pop()
@@ -139,6 +222,9 @@ class InputStream:
             self._items.extend(json.loads(line) for line in lines if line.strip())
 
     def _flush_partial(self) -> None:
+        if self._decoder is not None:
+            # An incomplete character at the very end becomes U+FFFD, like any invalid byte.
+            self._partial += self._decoder.decode(b"", True)
         if self._partial:
             line, self._partial = self._partial, ""
             if self._content_type == TEXT:
@@ -169,6 +255,10 @@ class InputStream:
         elif media not in (TEXT, BINARY):
             self._error = InputError(f"unsupported input content type {content_type!r}")
         self._content_type = media
+
+
+def _text_decoder() -> codecs.IncrementalDecoder:
+    return codecs.getincrementaldecoder("utf-8")("replace")
 
 
 def output_encoder(content_type: str | None) -> Callable[[Any], bytes]:

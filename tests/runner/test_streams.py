@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -10,8 +11,11 @@ import pytest
 from si.runner.streams import InputError, InputStream, output_encoder
 
 
-def drain(chunks: list[bytes], *, content_type: str | None = None) -> tuple[list[Any], int]:
-    """Feed raw chunks and an end into a stream; return the items read and the bytes consumed."""
+def read_all(
+    chunks: list[bytes], content_type: str | None, read: Callable[[InputStream], AsyncIterator[Any]]
+) -> tuple[list[Any], int]:
+    """Feed raw chunks and an end into a stream; return what ``read`` gave and the bytes
+    consumed."""
     consumed = 0
 
     def on_consumed(n: int) -> None:
@@ -20,12 +24,18 @@ def drain(chunks: list[bytes], *, content_type: str | None = None) -> tuple[list
 
     async def main() -> list[Any]:
         stream = InputStream(on_consumed, content_type)
+        assert stream.untouched
         for chunk in chunks:
             stream.feed(chunk)
         stream.end()
-        return [item async for item in stream]
+        return [item async for item in read(stream)]
 
     return asyncio.run(main()), consumed
+
+
+def drain(chunks: list[bytes], *, content_type: str | None = None) -> tuple[list[Any], int]:
+    """The items read from a stream fed ``chunks``, and the bytes consumed."""
+    return read_all(chunks, content_type, lambda stream: stream)
 
 
 def test_text_input_is_one_chunk_per_line_with_the_newline_kept() -> None:
@@ -104,3 +114,84 @@ def test_output_encoding(item: Any, encoded: bytes) -> None:
 
 def test_declared_ndjson_output_encodes_strings_as_json() -> None:
     assert output_encoder("application/x-ndjson")("text") == b'"text"\n'
+
+
+def test_an_incomplete_character_at_the_end_becomes_a_replacement_character() -> None:
+    items, _ = drain([b"Content-Type: text/plain\r\n\r\nok\n\xc5"])
+    assert items == ["ok\n", "\ufffd"]
+
+
+def blocks_and_items(
+    chunks: list[bytes], output_type: str | None, content_type: str | None = None
+) -> tuple[list[bytes], bytes, int]:
+    """The block path's output blocks and consumed count, beside the item path's output."""
+    items, _ = drain(chunks, content_type=content_type)
+    encode = output_encoder(output_type)
+    blocks, consumed = read_all(
+        chunks, content_type, lambda stream: stream.output_blocks(output_type)
+    )
+    return blocks, b"".join(encode(item) for item in items), consumed
+
+
+TEXT_HEADER = b"Content-Type: text/plain\r\n\r\n"
+UTF8 = "zażółć gęślą jaźń\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("chunks", "output_type"),
+    [
+        ([TEXT_HEADER + b"a\nb", b"c\n", b"no newline at the end"], None),
+        ([TEXT_HEADER + UTF8[:3], UTF8[3:7], UTF8[7:] + b"x\n"], None),
+        ([TEXT_HEADER + b"bad \xff\xfe bytes\n\xc5", b"\x82\n\xe2\x82"], None),
+        ([b"Content-Ty", b"pe: application/octet-stream\r\n", b"\r\n\x00\xff", b"\x01"], None),
+        ([b'Content-Type: application/x-ndjson\r\n\r\n{"a": 1}\n"s"\n', b"[2]"], None),
+        ([TEXT_HEADER + b"one\ntwo\n", b"three"], "application/x-ndjson"),
+        ([b"Content-Type: application/octet-stream\r\n\r\n\x00\x01"], "application/x-ndjson"),
+    ],
+)
+def test_the_block_path_gives_the_bytes_of_the_item_path(
+    chunks: list[bytes], output_type: str | None
+) -> None:
+    blocks, expected, consumed = blocks_and_items(chunks, output_type)
+    assert b"".join(blocks) == expected
+    assert consumed == sum(len(chunk) for chunk in chunks)
+
+
+def test_the_block_path_hands_on_ascii_text_and_binary_without_copies() -> None:
+    chunk = b"a line\n" * 100
+
+    async def main(content_type: str) -> list[bytes]:
+        stream = InputStream(lambda n: None, content_type)
+        stream.feed(chunk)
+        stream.end()
+        return [block async for block in stream.output_blocks(None)]
+
+    for content_type in ("text/plain", "application/octet-stream"):
+        [block] = asyncio.run(main(content_type))
+        assert block is chunk
+
+
+def test_the_block_path_takes_everything_received_at_once() -> None:
+    blocks, expected, _ = blocks_and_items([b"a\n", b"b", b"c\n"], None, "text/plain")
+    assert blocks == [b"a\nbc\n"] == [expected]
+
+
+def test_the_block_path_fails_as_reading_would() -> None:
+    async def main() -> list[bytes]:
+        stream = InputStream(lambda n: None)
+        stream.feed(b"Content-Type: image/png\r\n\r\nx\ny\n")
+        stream.end()
+        return [block async for block in stream.output_blocks(None)]
+
+    with pytest.raises(InputError, match="unsupported input content type"):
+        asyncio.run(main())
+
+
+def test_reading_touches_the_stream() -> None:
+    async def main() -> bool:
+        stream = InputStream(lambda n: None, "text/plain")
+        stream.feed(b"a\n")
+        await stream.read()
+        return stream.untouched
+
+    assert asyncio.run(main()) is False
