@@ -43,6 +43,7 @@ from si.client import HubClient  # noqa: E402
 from si.testing import HubProcess, make_package, python_package, running_hub  # noqa: E402
 
 PASSTHROUGH = "def run(context, input):\n    return input\n"
+PER_LINE = "async def run(context, input):\n    async for line in input:\n        yield line\n"
 IDLE_PYTHON = "import asyncio\n\nasync def run(context, input):\n    await asyncio.Future()\n"
 IDLE_NODE = make_package(
     {"index.js": "module.exports = async function () { await new Promise(() => {}); };\n"},
@@ -446,6 +447,19 @@ def bench_throughput(results: Results, quick: bool) -> None:
                 **summary(rates),
                 target=">= 250,000 lines/s",
                 goal=(">=", 250_000),
+            )
+        )
+        per_line = client.send_sequence(python_package(PER_LINE))["id"]
+        seconds = repeat(lambda: passthrough(client, per_line, short, "text/plain", 64 * 1024))
+        rates = [short_lines / s for s in seconds]
+        results.add(
+            Figure(
+                "throughput",
+                f"{short_lines:,} lines of 12 B, Python async for/yield",
+                "lines/s",
+                **summary(rates),
+                target=">= 150,000 lines/s",
+                goal=(">=", 150_000),
             )
         )
         seconds = repeat(lambda: passthrough(client, sequence, long, "text/plain", 64 * 1024))

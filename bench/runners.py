@@ -3,7 +3,8 @@
 For each runner: time from ``POST /sequence/:id/start`` to the first output byte (median, min,
 max over N starts), and passthrough throughput of a sequence that returns its input: lines/s
 for short text lines and MB/s for binary data, each measured from the first byte sent to the
-last byte read back (and checked to be identical).
+last byte read back (and checked to be identical); and, for Python, lines/s of a sequence
+that iterates its input and yields every line (``async for line in input: yield line``).
 
     python bench/runners.py [--starts 20] [--lines 200000] [--mib 64] [--json]
 """
@@ -39,6 +40,10 @@ PASSTHROUGH = {
         {"name": "bench", "version": "1.0.0", "main": "index.js", "engines": {"node": ">=20"}},
     ),
 }
+# The per-line path, Python only: the Node.js runner encodes yielded strings differently.
+PER_LINE = python_package(
+    "async def run(context, input, *args):\n    async for line in input:\n        yield line\n"
+)
 # Uploads go in blocks of this size: the figure is the runners', not the HTTP client's per-chunk
 # cost.
 UPLOAD_BLOCK = 64 * 1024
@@ -109,6 +114,9 @@ def measure(starts: int, lines: int, mib: int) -> dict[str, dict[str, Any]]:
                 "lines_per_s": round(lines / text_seconds),
                 "binary_mb_per_s": round(len(binary) / 1e6 / binary_seconds, 1),
             }
+        per_line = client.send_sequence(PER_LINE)["id"]
+        per_line_seconds = passthrough_seconds(client, per_line, text, "text/plain")
+        figures["python"]["per_line_lines_per_s"] = round(lines / per_line_seconds)
     return figures
 
 
@@ -119,6 +127,10 @@ def table(figures: dict[str, dict[str, Any]], lines: int, mib: int) -> str:
         ("start -> first output, max (ms)", lambda f: f["first_output_ms"]["max"]),
         (f"passthrough {lines:,} lines (lines/s)", lambda f: f"{f['lines_per_s']:,}"),
         (f"passthrough {mib} MiB binary (MB/s)", lambda f: f["binary_mb_per_s"]),
+        (
+            f"async for/yield {lines:,} lines (lines/s)",
+            lambda f: f"{f['per_line_lines_per_s']:,}" if "per_line_lines_per_s" in f else "-",
+        ),
     ]
     width = max(len(label) for label, _ in rows)
     out = [f"{'':{width}}  {'python':>10}  {'node':>10}"]
