@@ -65,6 +65,9 @@ def serve(
     if detach:
         _serve_detached(home, port, host, kill_on_exit, retention)
         return
+    import gc
+
+    gc.disable()  # during the hub's imports, as python -m si.daemon does (see run_hub)
     from si.daemon.options import HubOptions
     from si.daemon.serve import serve_hub
 

@@ -13,7 +13,7 @@ import os
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -21,7 +21,6 @@ import si
 from si.daemon.feed import Feed, now_ms
 from si.daemon.http import BodyError, Request, Response
 from si.daemon.hub import ApiError, Hub
-from si.daemon.instance import EVENT, MONITORING_RATE, Instance
 from si.daemon.load import load_figures
 from si.daemon.sequences import (
     NEW_PREFIX,
@@ -32,9 +31,12 @@ from si.daemon.sequences import (
 )
 from si.daemon.topics import DEFAULT_CONTENT_TYPE, MessageSplitter, Topic, TopicError
 from si.errors import PackageError
-from si.package.unpack import MAX_PACKAGE_BYTES
 from si.protocol.frames import Channel
 from si.segments import list_segments, offset_of_last_lines, read_from
+
+if TYPE_CHECKING:
+    # Imported where used: a hub with no instances does not load the link machinery (hub.py).
+    from si.daemon.instance import Instance
 
 log = logging.getLogger("si.hub.api")
 
@@ -378,6 +380,8 @@ class Api:
 
     async def _store_upload(self, request: Request, sequence_id: str) -> Sequence:
         """Receive a package body and store it as ``sequence_id``; 422 when it is refused."""
+        from si.package.unpack import MAX_PACKAGE_BYTES
+
         content_type = request.content_type
         if content_type and content_type not in ("application/octet-stream", "application/gzip"):
             raise ApiError(415, "a sequence package is sent as application/octet-stream")
@@ -538,6 +542,8 @@ class Api:
         message = {"eventName": name, "source": "api"}
         if "message" in event:
             message["message"] = event["message"]
+        from si.daemon.instance import EVENT
+
         instance.send_control(EVENT, message)
         await response.json(200, {"accepted": "OK"})
 
@@ -657,6 +663,8 @@ class Api:
         )
         if not isinstance(rate, int | float) or isinstance(rate, bool) or rate < 0:
             raise ApiError(400, "Invalid format: expected [4003, {monitoringRate: n >= 0}]")
+        from si.daemon.instance import MONITORING_RATE
+
         instance.send_control(MONITORING_RATE, {"monitoringRate": rate})
         await response.json(202, {"accepted": True})
 

@@ -22,7 +22,6 @@ from typing import Any
 
 from si.fsutil import read_json, write_json_atomic
 from si.package.manifest import Manifest, read_manifest
-from si.package.unpack import safe_extract
 
 log = logging.getLogger("si.hub.sequences")
 
@@ -76,6 +75,8 @@ def store_upload(root: Path, sequence_id: str, archive: Path, package_size: int)
     Raises:
         PackageError: the package is refused; nothing is left on disk.
     """
+    from si.package.unpack import safe_extract  # tarfile and gzip: not needed to start a hub
+
     staging = root / f"{NEW_PREFIX}{sequence_id}"
     staging.mkdir(mode=0o700)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import logging
 import os
 import signal
@@ -127,6 +128,7 @@ async def run_hub(
                 len(hub.instances),
             )
             task_status.started(hub)
+            gc.enable()  # off during start-up (see __main__); collections resume from here
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
                     log.info("received %s: stopping the hub", signal.Signals(signum).name)
