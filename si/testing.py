@@ -158,10 +158,11 @@ class HubProcess:
             return None
 
     def kill_runners(self) -> None:
-        """SIGKILL every runner of this home, then its keeper (each proven first).
+        """SIGKILL every runner of this home, then end its keeper (each proven first).
 
         The keeper goes last, once it has reaped the runners: orphans of a dead keeper would
-        be left to pid 1, which does not reap on every machine.
+        be left to pid 1, which does not reap on every machine. It gets SIGTERM first, on which
+        it retires and reaps its warm spares (``si.runner.spares``), then SIGKILL.
         """
         runners = list(self.runner_identities().values())
         self._kill(runners)
@@ -170,10 +171,14 @@ class HubProcess:
             time.sleep(0.01)
         keeper = self.keeper_identity()
         if keeper is not None:
+            self._kill([keeper], signal.SIGTERM)
+            deadline = time.monotonic() + 3.0
+            while _running(keeper) and time.monotonic() < deadline:
+                time.sleep(0.01)
             self._kill([keeper])
 
     @staticmethod
-    def _kill(identities: list[ProcessIdentity]) -> None:
+    def _kill(identities: list[ProcessIdentity], signum: int = signal.SIGKILL) -> None:
         for identity in identities:
             try:
                 pidfd = os.pidfd_open(identity.pid)
@@ -181,13 +186,22 @@ class HubProcess:
                 continue
             try:
                 if identity.is_alive():
-                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    signal.pidfd_send_signal(pidfd, signum)
             finally:
                 os.close(pidfd)
 
     def close(self) -> None:
         self.stop()
         self.kill_runners()
+
+
+def _running(identity: ProcessIdentity) -> bool:
+    """Alive and not a zombie (an orphan whose exit nobody collects is done all the same)."""
+    try:
+        stat = Path(f"/proc/{identity.pid}/stat").read_text()
+    except OSError:
+        return False
+    return identity.is_alive() and stat[stat.rindex(")") + 2] != "Z"
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ import trio
 import trio.lowlevel
 
 from si.daemon.feed import Feed
-from si.daemon.node import NodeNotFound, node_runner_argv
+from si.daemon.node import NodeNotFound, node_runner_argv, node_spare_argv
 from si.daemon.options import HubOptions
 from si.daemon.sequences import Sequence, load_sequences
 from si.daemon.spawn import Spawner, SpawnError
@@ -210,8 +210,12 @@ class Hub:
         instance.on_topics = self.route_instance
         instance.save()
         try:
-            argv = node_runner_argv(directory) if manifest.language == "node" else None
-            pid = await self.spawner.spawn(directory, argv)
+            if manifest.language == "node":
+                pid = await self.spawner.spawn(
+                    directory, node_runner_argv(directory), node_spare_argv()
+                )
+            else:
+                pid = await self.spawner.spawn(directory)
         except (SpawnError, NodeNotFound) as exc:
             shutil.rmtree(directory, ignore_errors=True)
             raise ApiError(500, f"cannot start a runner: {exc}") from exc

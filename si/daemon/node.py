@@ -49,3 +49,15 @@ def node_runner_argv(instance_dir: Path) -> list[str]:
         NodeNotFound: see :func:`node_executable`.
     """
     return [node_executable(), *NODE_FLAGS, str(RUNNER_JS), str(instance_dir)]
+
+
+def node_spare_argv() -> list[str]:
+    """The command line of a warm spare Node.js runner (booted, waiting for an instance).
+
+    The keeper keeps a few of these running and hands a start to one (``si.runner.spares``):
+    Node's own boot is most of a cold start's latency.
+
+    Raises:
+        NodeNotFound: see :func:`node_executable`.
+    """
+    return [node_executable(), *NODE_FLAGS, str(RUNNER_JS), "--spare"]

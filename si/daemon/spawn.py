@@ -45,8 +45,13 @@ class Spawner:
         self.socket_path = keeper_dir / "keeper.sock"
         self._starting = trio.Lock()
 
-    async def spawn(self, instance_dir: Path, argv: list[str] | None = None) -> int:
+    async def spawn(
+        self, instance_dir: Path, argv: list[str] | None = None, spare: list[str] | None = None
+    ) -> int:
         """Start the runner of ``instance_dir`` (a Python runner unless ``argv`` is given).
+
+        ``spare`` is the command line of a warm spare of the same runner: the keeper then
+        hands the instance to one it has booted already (``si.runner.spares``).
 
         Raises:
             SpawnError: the keeper refused or could not be reached.
@@ -54,6 +59,8 @@ class Spawner:
         request: dict[str, Any] = {"spawn": str(instance_dir)}
         if argv is not None:
             request["argv"] = argv
+        if spare is not None:
+            request["spare"] = spare
         for attempt in range(2):
             try:
                 reply = await self._request(request)

@@ -17,7 +17,12 @@ with one line:
 
     {"spawn": "<instance dir>"}                    -> {"pid": N}  fork a Python runner
     {"spawn": "<instance dir>", "argv": [...]}     -> {"pid": N}  exec another runner (Node.js)
+    {"spawn": ..., "argv": [...], "spare": [...]}   -> {"pid": N}  the same, by a warm spare
     {"ping": true}                                 -> {"pid": <keeper pid>}
+
+With ``spare``, the argv of a runner that boots and waits for an assignment, the keeper hands
+the instance to a spare it has booted already and boots a replacement after answering; the
+first such request just remembers the argv (``si.runner.spares``).
 
 Either way the child gets its own session, fd 0 = /dev/null, fd 1/2 = the instance's stdout and
 stderr files, fd 3 = the runner's listening socket (bound by the keeper at
@@ -49,6 +54,7 @@ import si.runner.process as runner_process
 from si.fsutil import write_json_atomic
 from si.paths import connectable_unix_path
 from si.runner.identity import ProcessIdentity
+from si.runner.spares import SparePool
 
 # An idle keeper costs a little memory; a new one costs the next start ~0.2 s. Five minutes
 # without children or requests is a fair point to give the memory back.
@@ -74,8 +80,13 @@ def bind_listener(path: Path) -> socket.socket:
     return listener
 
 
-def _child_stdio(instance_dir: Path, listener: socket.socket) -> None:
-    """In the forked child: detach and put the runner's descriptors in place."""
+def _child_stdio(
+    instance_dir: Path, listener: socket.socket, control: socket.socket | None = None
+) -> None:
+    """In the forked child: detach and put the runner's descriptors in place.
+
+    ``control`` is a spare's socket to the keeper, its fd 4 (see ``si.runner.spares``).
+    """
     os.setsid()
     append = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     targets = [
@@ -84,12 +95,14 @@ def _child_stdio(instance_dir: Path, listener: socket.socket) -> None:
         os.open(instance_dir / "stderr", append, 0o600),
         os.dup(listener.fileno()),
     ]
+    if control is not None:
+        targets.append(os.dup(control.fileno()))
     for number, fd in enumerate(targets):
         os.dup2(fd, number)  # dup2 makes the target inheritable, as exec needs
     for fd in targets:
-        if fd > 3:
+        if fd >= len(targets):
             os.close(fd)
-    os.closerange(4, 1 << 16)  # the keeper's own sockets must not leak into runners
+    os.closerange(len(targets), 1 << 16)  # the keeper's own sockets must not leak into runners
 
 
 class Keeper:
@@ -98,11 +111,25 @@ class Keeper:
         self.children: dict[int, Path] = {}
         self.last_activity = time.monotonic()
         self.selector = selectors.DefaultSelector()
+        self.spares = SparePool(home / "spares", self.start_child)
 
     # -- spawning --------------------------------------------------------------------------
 
-    def spawn(self, instance_dir: Path, argv: list[str] | None) -> int:
-        listener = bind_listener(instance_dir / "runner.sock")
+    def spawn(
+        self, instance_dir: Path, argv: list[str] | None, spare: list[str] | None = None
+    ) -> int:
+        """Start the runner of ``instance_dir``: a warm spare started with ``spare`` if there
+        is one, else ``argv`` exec'd (or the Python runner forked when ``argv`` is None)."""
+        pid = self.spares.take(spare, instance_dir) if spare else None
+        if pid is None:
+            pid = self.start_child(instance_dir, argv)
+        self.children[pid] = instance_dir
+        return pid
+
+    def start_child(
+        self, directory: Path, argv: list[str] | None, control: socket.socket | None = None
+    ) -> int:
+        listener = bind_listener(directory / "runner.sock")
         try:
             # Everything allocated so far moves to the collector's permanent generation: a full
             # collection in the runner (or here) then never walks, and so never writes to, the
@@ -112,18 +139,17 @@ class Keeper:
             pid = os.fork()
             if pid == 0:  # the runner
                 try:
-                    _child_stdio(instance_dir, listener)
+                    _child_stdio(directory, listener, control)
                     signal.set_wakeup_fd(-1)
                     for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
                         signal.signal(signum, signal.SIG_DFL)
                     if argv:
                         os.execvp(argv[0], argv)
-                    runner_process.main(["runner", str(instance_dir)])
+                    runner_process.main(["runner", str(directory)])
                 finally:
                     os._exit(70)  # exec or the runner failed before it could record anything
         finally:
             listener.close()
-        self.children[pid] = instance_dir
         return pid
 
     def reap(self) -> None:
@@ -136,7 +162,9 @@ class Keeper:
                 return
             instance_dir = self.children.pop(pid, None)
             if instance_dir is None:
-                continue  # an orphan a sequence left behind; reaping it is all we owe it
+                # A spare, or an orphan a sequence left behind: reaping it is all we owe it.
+                self.spares.exited(pid)
+                continue
             code = os.waitstatus_to_exitcode(status)
             code = 128 - code if code < 0 else code  # killed by a signal: the shell's convention
             with contextlib.suppress(OSError):
@@ -151,13 +179,16 @@ class Keeper:
             return {"pid": os.getpid()}
         target = request.get("spawn")
         argv = request.get("argv")
-        if not isinstance(target, str) or not (argv is None or isinstance(argv, list)):
+        spare = request.get("spare")
+        if not isinstance(target, str) or not all(
+            value is None or isinstance(value, list) for value in (argv, spare)
+        ):
             return {"error": "unknown request"}
         instance_dir = Path(target)
         if not (instance_dir / "spawn.json").is_file():
             return {"error": f"{instance_dir} has no spawn.json"}
         try:
-            return {"pid": self.spawn(instance_dir, argv)}
+            return {"pid": self.spawn(instance_dir, argv, spare)}
         except OSError as exc:
             return {"error": f"cannot start the runner: {exc}"}
 
@@ -182,6 +213,7 @@ class Keeper:
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_write)
         signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, _leave)  # retire the spares on the way out (main)
         self.selector.register(listener, selectors.EVENT_READ, "accept")
         self.selector.register(wake_read, selectors.EVENT_READ, "signal")
         while True:
@@ -201,7 +233,12 @@ class Keeper:
                         continue
                     self.last_activity = time.monotonic()
                     self.serve_client(client)
+                    self.spares.fill()  # replace a spare taken, once the start has its answer
             self.reap()  # signals can coalesce: a pass after every wake-up costs little
+
+
+def _leave(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def become_subreaper() -> None:
@@ -233,7 +270,11 @@ def main(argv: list[str]) -> int:
             home / "keeper.json",
             {"pid": identity.pid, "start_time": identity.start_time, "boot_id": identity.boot_id},
         )
-    Keeper(home).run(listener)
+    keeper = Keeper(home)
+    try:
+        keeper.run(listener)
+    finally:
+        keeper.spares.close()
     return 0
 
 

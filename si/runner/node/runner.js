@@ -10,6 +10,7 @@
 // the sequence, and on exit writes output.tail and exit.json so that a hub that comes back
 // later still serves the output nobody read. No npm dependencies: only Node's own modules.
 
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
@@ -69,13 +70,16 @@ class SequenceLoadError extends Error {
 
 // -- files ---------------------------------------------------------------------------------
 
-/** Write `body` plus the schema version so readers see the old file or the new, never half. */
-function writeJsonAtomic(file, body) {
+/**
+ * Write `body` plus the schema version so readers see the old file or the new, never half.
+ * `durable`: fsync first, so that a machine crash cannot leave an empty file behind the name.
+ */
+function writeJsonAtomic(file, body, durable = true) {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
   const fd = fs.openSync(tmp, 'w', 0o600);
   try {
     fs.writeSync(fd, JSON.stringify({ schema: SCHEMA_VERSION, ...body }, null, 1));
-    fs.fsyncSync(fd);
+    if (durable) fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);
   }
@@ -566,22 +570,27 @@ class Runner {
   }
 }
 
-async function main(argv) {
+/**
+ * Run as the runner of the instance directory argv[2]. `server`: the listener on fd 3 when it is
+ * listening already (a spare, which set it up before its assignment); connections wait in its
+ * backlog until the event loop runs, which is after this has attached the runner.
+ */
+async function main(argv, server = net.createServer().listen({ fd: 3 })) {
   const instanceDir = path.resolve(argv[2]);
   const spawn = JSON.parse(fs.readFileSync(path.join(instanceDir, 'spawn.json'), 'utf8'));
-  writeJsonAtomic(path.join(instanceDir, 'runner.json'), {
-    ...processIdentity(),
-    socket: spawn.socket,
-    token: spawn.token,
-    protocol: 1,
-  });
+  // Not fsynced (a few ms of every start): after a machine crash the runner it names is gone
+  // whatever the file holds, and a hub marks the instance lost either way.
+  writeJsonAtomic(
+    path.join(instanceDir, 'runner.json'),
+    { ...processIdentity(), socket: spawn.socket, token: spawn.token, protocol: 1 },
+    false,
+  );
   const runner = new Runner(instanceDir, spawn);
   process.on('uncaughtException', (error) => runner.fail(error));
   process.on('unhandledRejection', (error) => runner.fail(error));
   for (const signal of ['SIGTERM', 'SIGINT'])
     process.on(signal, () => runner.finish(EXIT_KILLED, 'Instance killed'));
-  const server = net.createServer((socket) => runner.attach(socket));
-  server.listen({ fd: 3 });
+  server.on('connection', (socket) => runner.attach(socket));
   runner.startHeartbeat(HEARTBEAT_MS);
   let sequence;
   try {
@@ -595,11 +604,62 @@ async function main(argv) {
   runner.run(sequence);
 }
 
-if (require.main === module) {
-  main(process.argv).catch((error) => {
+// -- a warm spare ---------------------------------------------------------------------------
+
+// The keeper's control socket of a spare (si/runner/keeper.py, "spares").
+const SPARE_CONTROL_FD = 4;
+
+/**
+ * `node runner.js --spare`: booted ahead of time by the keeper, with the runner loaded, so that
+ * a start pays for none of Node's own start. The keeper has given it every descriptor a runner
+ * has (fd 1/2 the files, fd 3 the listening socket, all at a spare's paths) and, on fd 4, a
+ * socket on which it writes one line, `{"instance_dir": ...}`, once it has moved those files
+ * and that socket into the instance's directory. Blocks until then; returns null when the
+ * keeper closed the socket first (it exits or retires its spares), and the spare then exits.
+ */
+function awaitAssignment(fd = SPARE_CONTROL_FD) {
+  const buffer = Buffer.alloc(4096);
+  let received = Buffer.alloc(0);
+  try {
+    while (!received.includes(10)) {
+      const count = fs.readSync(fd, buffer);
+      if (count === 0) return null;
+      received = Buffer.concat([received, buffer.subarray(0, count)]);
+    }
+  } catch {
+    return null;
+  } finally {
+    fs.closeSync(fd); // a runner holds exactly the descriptors a cold-started one does
+  }
+  const assignment = JSON.parse(received.subarray(0, received.indexOf(10)).toString('utf8'));
+  return assignment.instance_dir;
+}
+
+/**
+ * Do ahead of the assignment the one-time work the first start would otherwise pay for; the
+ * listener on fd 3 is the instance's once the keeper has renamed it, so it can listen already.
+ */
+function warmUp() {
+  crypto.createHmac('sha256', Buffer.alloc(32)).update('warm').digest();
+  return net.createServer().listen({ fd: 3 });
+}
+
+function start(argv, server) {
+  main(argv, server).catch((error) => {
     process.stderr.write(`${(error && error.stack) || error}\n`);
     process.exit(70); // the runner itself failed before it could record anything
   });
 }
 
-module.exports = { Runner, loadSequence, main };
+if (require.main === module) {
+  if (process.argv[2] === '--spare') {
+    const server = warmUp();
+    const instanceDir = awaitAssignment();
+    if (instanceDir === null) process.exit(0);
+    start([process.argv[0], process.argv[1], instanceDir], server);
+  } else {
+    start(process.argv);
+  }
+}
+
+module.exports = { Runner, awaitAssignment, loadSequence, main };
