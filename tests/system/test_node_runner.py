@@ -654,3 +654,38 @@ def test_output_follows_across_a_hub_crash_without_gap_or_repeat(
     received = reader.result()
     assert [int(n) for n in received.split()] == list(range(400))
     assert runner.pid == hub.runner_identities()[instance].pid
+
+
+# -- topics ------------------------------------------------------------------------------------
+
+
+FAST_PRODUCER = """
+const { Readable } = require('node:stream');
+module.exports = function (input, name) {
+  const stream = Readable.from([{ n: 1 }, { n: 2 }, { n: 3 }]);
+  stream.topic = name;
+  stream.contentType = 'application/x-ndjson';
+  return stream;
+};
+"""
+
+
+def test_a_producer_that_ends_at_once_still_feeds_its_topic(
+    client: HubClient, hub: HubProcess
+) -> None:
+    """The topic declared on the returned stream reaches the hub even when the runner has
+    finished before the hub connected: the runner records it in declared.json first, as the
+    Python runner does, and the hub reads that once it sees the runner gone."""
+    name = "fast"
+    sequence = client.send_sequence(node_package(FAST_PRODUCER))["id"]
+    for _ in range(3):  # the later starts go to warm spares: the fastest runners there are
+        instance = client.start_sequence(sequence, {"args": [name]})["id"]
+        wait_for(lambda i=instance: client.get_instance(i).get("status") != "running")
+        declared = json.loads((hub.home / "instances" / instance / "declared.json").read_text())
+        assert declared["provides"] == {"provides": name, "contentType": "application/x-ndjson"}
+    received = bytearray()
+    for chunk in client.topic_stream(name, "application/x-ndjson"):
+        received += chunk
+        if received.count(b"\n") >= 9:
+            break
+    assert ndjson(bytes(received)) == [{"n": 1}, {"n": 2}, {"n": 3}] * 3

@@ -369,6 +369,26 @@ class Runner {
     this.flushSocket();
   }
 
+  /**
+   * Tell the hub a topic this instance provides or requires (STH's PANG). Recorded first in
+   * declared.json, as the Python runner does: a sequence may end before any hub connected (a
+   * fast producer started on a warm spare), and then the message alone would be lost with
+   * the runner, while the hub reads the file once it sees the runner gone.
+   */
+  declareTopic(key, name, contentType) {
+    const file = path.join(this.instanceDir, 'declared.json');
+    let declared = {};
+    try {
+      declared = JSON.parse(fs.readFileSync(file, 'utf8'));
+    } catch {
+      // none yet
+    }
+    const declaration = { [key]: String(name), contentType: String(contentType) };
+    delete declared.schema;
+    writeJsonAtomic(file, { ...declared, [key]: declaration });
+    this.sendMonitoring([PANG, declaration]);
+  }
+
   emitEvent(eventName, message) {
     this.sendMonitoring([EVENT, { eventName, message }]);
   }
@@ -470,10 +490,7 @@ class Runner {
     this.context = new AppContext(this, { ...(this.spawn.app_config || {}) }, logger);
     if (declaration && declaration.requires && declaration.contentType) {
       this.input.setContentType(declaration.contentType);
-      this.sendMonitoring([
-        PANG,
-        { requires: declaration.requires, contentType: declaration.contentType },
-      ]);
+      this.declareTopic('requires', declaration.requires, declaration.contentType);
     }
     Object.defineProperty(process, 'stdin', {
       value: this.stdin,
@@ -498,7 +515,7 @@ class Runner {
       }
       if (this.ending) return; // context.end() already ended the output
       if (result && result.topic && result.contentType && mediaType(result.contentType)) {
-        this.sendMonitoring([PANG, { provides: result.topic, contentType: result.contentType }]);
+        this.declareTopic('provides', result.topic, result.contentType);
       }
       await this.pumpOutput(result);
     } catch (error) {
