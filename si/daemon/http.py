@@ -26,8 +26,9 @@ import trio
 
 log = logging.getLogger("si.hub.http")
 
-# Large enough for a whole output batch per read, small enough to bound per-connection memory.
-RECEIVE_SIZE = 64 * 1024
+# Large enough that a fast upload takes few reads (each costs a pass through h11 and trio),
+# small enough to bound per-connection memory.
+RECEIVE_SIZE = 256 * 1024
 # Request heads are tiny; a bigger one is a broken or hostile client.
 MAX_HEAD_SIZE = 64 * 1024
 # Unread request body the server drains to keep a connection alive; past it, it closes instead.

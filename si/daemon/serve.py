@@ -22,6 +22,7 @@ from contextlib import ExitStack
 
 import trio
 
+from si.allocator import keep_freed_memory
 from si.daemon.api import Api
 from si.daemon.feed import FeedHandler
 from si.daemon.http import handle_connections
@@ -151,6 +152,7 @@ def serve_hub(options: HubOptions) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    keep_freed_memory()  # stream buffers are reused instead of faulted in afresh
     try:
         trio.run(run_hub, options)
     except SiError as exc:

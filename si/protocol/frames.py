@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections import deque
 from dataclasses import dataclass
 
 HEADER = struct.Struct("!BBHIQ")
@@ -67,35 +68,68 @@ def encode_frame(kind: int, channel: int, offset: int, payload: bytes = b"") -> 
 
 
 class FrameDecoder:
-    """Turns a byte stream into frames; feed it whatever the socket returned."""
+    """Turns a byte stream into frames; feed it whatever the socket returned.
+
+    Every payload is copied exactly once, from the pieces it arrived in: what was fed is kept
+    as read-only views until its frame is complete, never gathered into a growing buffer.
+    """
 
     def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
-        self._buffer = bytearray()
         self._max_payload = max_payload
+        self._pieces: deque[memoryview] = deque()
+        self._size = 0  # bytes in _pieces
+        # (kind, channel, offset, length) of the frame whose payload is still arriving
+        self._header: tuple[FrameKind, int, int, int] | None = None
 
     def feed(self, data: bytes) -> list[Frame]:
-        buffer = self._buffer
-        buffer += data
+        if data:
+            self._pieces.append(memoryview(data))
+            self._size += len(data)
         frames: list[Frame] = []
-        position = 0
-        available = len(buffer)
-        while available - position >= HEADER_SIZE:
-            kind, channel, _flags, length, offset = HEADER.unpack_from(buffer, position)
-            if length > self._max_payload:
-                raise FrameError(f"frame payload of {length} bytes exceeds {self._max_payload}")
-            end = position + HEADER_SIZE + length
-            if end > available:
-                break
-            try:
-                frame_kind = FrameKind(kind)
-            except ValueError:
-                raise FrameError(f"unknown frame kind {kind}") from None
-            frames.append(Frame(frame_kind, channel, offset, bytes(buffer[end - length : end])))
-            position = end
-        if position:
-            del buffer[:position]
-        return frames
+        while True:
+            header = self._header
+            if header is None:
+                if self._size < HEADER_SIZE:
+                    return frames
+                header = self._header = self._parse_header(self._take(HEADER_SIZE))
+            kind, channel, offset, length = header
+            if self._size < length:
+                return frames
+            self._header = None
+            frames.append(Frame(kind, channel, offset, self._take(length) if length else b""))
+
+    def _parse_header(self, raw: bytes) -> tuple[FrameKind, int, int, int]:
+        kind, channel, _flags, length, offset = HEADER.unpack(raw)
+        if length > self._max_payload:
+            raise FrameError(f"frame payload of {length} bytes exceeds {self._max_payload}")
+        try:
+            return FrameKind(kind), channel, offset, length
+        except ValueError:
+            raise FrameError(f"unknown frame kind {kind}") from None
+
+    def _take(self, size: int) -> bytes:
+        """The next ``size`` bytes (all fed already) as one object, in a single copy."""
+        pieces = self._pieces
+        self._size -= size
+        first = pieces[0]
+        if len(first) > size:
+            pieces[0] = first[size:]
+            return bytes(first[:size])
+        if len(first) == size:
+            pieces.popleft()
+            whole = first.obj
+            # A piece that is one whole bytes object is handed on as it is.
+            return whole if type(whole) is bytes and len(whole) == size else bytes(first)
+        parts: list[memoryview] = []
+        while size:
+            piece = pieces.popleft()
+            if len(piece) > size:
+                pieces.appendleft(piece[size:])
+                piece = piece[:size]
+            parts.append(piece)
+            size -= len(piece)
+        return b"".join(parts)
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return self._size + (HEADER_SIZE if self._header is not None else 0)

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
+from si.allocator import keep_freed_memory
 from si.fsutil import read_json, write_json_atomic
 from si.protocol.frames import Channel
 from si.protocol.link import (
@@ -534,6 +535,7 @@ def load_sequence(sequence_dir: Path, entry: str) -> Any:
 
 
 def main(argv: list[str]) -> int:
+    keep_freed_memory()  # stream buffers are reused instead of faulted in afresh
     instance_dir = Path(argv[1]).absolute()
     spawn = read_json(instance_dir / "spawn.json")
     listener = socket.socket(fileno=3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from si.protocol.frames import (
@@ -123,3 +125,25 @@ def test_unknown_kind_after_good_frames_still_fails() -> None:
 
     with pytest.raises(FrameError):
         decoder.feed(SAMPLES[1].encode() + encode_frame(9, 0, 0))
+
+
+def test_frames_spanning_uneven_pieces_come_out_whole() -> None:
+    frames = [Frame(FrameKind.DATA, Channel.OUTPUT, n, bytes([n]) * (1000 + n)) for n in range(5)]
+    stream = b"".join(frame.encode() for frame in frames)
+    decoder = FrameDecoder()
+    decoded: list[Frame] = []
+    cuts = [0, 7, 15, 16, 17, 900, 2500, 2501, len(stream) - 3, len(stream)]
+    for start, end in itertools.pairwise(cuts):
+        decoded += decoder.feed(stream[start:end])
+
+    assert decoded == frames
+    assert decoder.buffered == 0
+
+
+def test_a_payload_that_arrives_as_one_piece_is_not_copied() -> None:
+    payload = b"p" * 100
+    decoder = FrameDecoder()
+    decoder.feed(encode_frame(FrameKind.DATA, Channel.OUTPUT, 0, payload)[:HEADER_SIZE])
+    [frame] = decoder.feed(payload)
+
+    assert frame.payload is payload
