@@ -6,6 +6,8 @@ the process start time (in clock ticks since boot) and the boot id cannot.
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +17,17 @@ def process_start_time(pid: int) -> int | None:
 
     A zombie (exited, not yet reaped) counts as gone.
     """
+    # os.open/os.read rather than pathlib: a restarted hub asks this for every runner it adopts.
     try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     except OSError:
         return None
+    try:
+        stat = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
     fields = stat[stat.rindex(b")") + 2 :].split()
     if fields[0] in (b"Z", b"X"):
@@ -26,6 +35,7 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+@functools.cache  # the boot id cannot change while this process runs
 def boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
