@@ -16,6 +16,7 @@ import fcntl
 import gc
 import logging
 import os
+import resource
 import signal
 import sys
 from contextlib import ExitStack
@@ -145,8 +146,24 @@ def _unlink_quietly(path: os.PathLike[str]) -> None:
         pass
 
 
+def raise_open_file_limit() -> None:
+    """Lift the soft limit on open files to the hard one.
+
+    The hub holds two descriptors per running instance (its link socket and its pidfd), plus
+    one per client. The usual soft limit of 1,024 would stop it near 500 instances, while the
+    hard limit (often 500,000 and more) is this process's to take.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass  # keep the soft limit: the hub still runs, with fewer instances
+
+
 def serve_hub(options: HubOptions) -> int:
     """Entry point of ``si hub serve``: runs in the foreground; returns the exit code."""
+    raise_open_file_limit()
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
