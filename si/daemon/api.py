@@ -182,6 +182,7 @@ class Api:
 
     def _instance(self, request: Request) -> Instance:
         instance_id = request.params["id"]
+        self.hub.settle(instance_id)
         instance = self.hub.instances.get(instance_id)
         if instance is None:
             raise ApiError(404, f"Instance {instance_id} not found")
@@ -342,6 +343,7 @@ class Api:
         await response.json(200, {"cpm": {}})
 
     async def entities(self, request: Request, response: Response) -> None:
+        self.hub.settle()
         await response.json(
             200,
             {
@@ -408,6 +410,7 @@ class Api:
         sequence = self._sequence(request, "The sequence {id} does not exist.")
         await self._json_body(request)  # an op endpoint may carry a body; it has no fields
         force = bool(request.header("x-seq-kill-inst"))
+        self.hub.settle()
         live = [
             self.hub.instances[i]
             for i in sequence.instances
@@ -442,6 +445,7 @@ class Api:
     # -- instances -------------------------------------------------------------------------
 
     async def list_instances(self, request: Request, response: Response) -> None:
+        self.hub.settle()
         await response.json(200, [i.record() for i in self.hub.instances.values()])
 
     async def get_instance(self, request: Request, response: Response) -> None:

@@ -11,6 +11,7 @@ process itself, which lives in its own session and survives the hub.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import secrets
@@ -46,6 +47,9 @@ LOAD_FAILURES = (21, 22)
 ADOPT_PROOF_TIMEOUT = 3.0
 # After a runner exits, how long its link may take to deliver what it wrote before exiting.
 LINK_DRAIN_TIMEOUT = 1.0
+# Loaded instances settled between two checks for requests at start-up: ~5 ms of work, so a
+# hub restarted under 1,000 instances answers at once and adopts them meanwhile.
+SETTLE_BATCH = 20
 
 
 class ApiError(Exception):
@@ -69,6 +73,8 @@ class Hub:
         self.log_feed = Feed()
         self.audit_feed = Feed()
         self._nursery: trio.Nursery | None = None
+        # Loaded, not yet adopted or expired (see begin); by id, in load order.
+        self._unsettled: dict[str, Instance] = {}
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -104,15 +110,34 @@ class Hub:
             instance.on_event = self.broadcast_event
             instance.on_topics = self.route_instance
             self.instances[instance.id] = instance
+            self._unsettled[instance.id] = instance
             sequence = self.sequences.get(instance.sequence_id)
             if sequence is not None:
                 sequence.instances.append(instance.id)
 
     def begin(self, nursery: trio.Nursery) -> None:
-        """Start supervising what ``load`` found: re-adopt live runners, expire ended ones."""
+        """Start supervising what ``load`` found: re-adopt live runners, expire ended ones.
+
+        That runs in the background, a batch at a time, while requests are served. A request
+        that reports on or acts on instances settles them first (``settle``), so no answer is
+        based on a runner that has not been proven or found gone.
+        """
         self._nursery = nursery
         nursery.start_soon(self.topics.keep_committed)
-        for instance in list(self.instances.values()):
+        nursery.start_soon(self._settle_loaded)
+
+    async def _settle_loaded(self) -> None:
+        while self._unsettled:
+            for instance_id in list(itertools.islice(self._unsettled, SETTLE_BATCH)):
+                self.settle(instance_id)
+            await trio.lowlevel.checkpoint()
+
+    def settle(self, instance_id: str | None = None) -> None:
+        """Adopt or expire now the loaded instance ``instance_id`` (every one when ``None``)."""
+        for key in list(self._unsettled) if instance_id is None else [instance_id]:
+            instance = self._unsettled.pop(key, None)
+            if instance is None:
+                continue
             if instance.live:
                 self._adopt(instance)
             else:
@@ -403,6 +428,7 @@ class Hub:
         """STH's in-hub event bus: an instance's event goes to every other live instance."""
         from si.daemon.instance import EVENT
 
+        self.settle()
         body = {"eventName": name, "source": source.id, "message": message}
         for other in self.instances.values():
             if other is not source and other.live and not other.exited:
@@ -451,6 +477,7 @@ class Hub:
             return
         from si.daemon.instance import KILL_GRACE
 
+        self.settle()
         live = [i for i in self.instances.values() if not i.exited]
         with trio.move_on_after(KILL_GRACE + 1):
             async with trio.open_nursery() as nursery:
