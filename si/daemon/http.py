@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -29,6 +30,8 @@ log = logging.getLogger("si.hub.http")
 # Large enough that a fast upload takes few reads (each costs a pass through h11 and trio),
 # small enough to bound per-connection memory.
 RECEIVE_SIZE = 256 * 1024
+# Kernel send buffer of each local client connection (the system's maximum caps it).
+SEND_BUFFER = 1 << 20
 # Request heads are tiny; a bigger one is a broken or hostile client.
 MAX_HEAD_SIZE = 64 * 1024
 # Unread request body the server drains to keep a connection alive; past it, it closes instead.
@@ -259,6 +262,10 @@ class HttpConnection:
 
 def handle_connections(handler: Handler) -> Callable[[trio.abc.Stream], Awaitable[None]]:
     async def serve_one(stream: trio.abc.Stream) -> None:
+        if isinstance(stream, trio.SocketStream) and stream.socket.family == socket.AF_UNIX:
+            # Room for a streamed response to run ahead of a client that reads in bursts (TCP
+            # tunes its own buffers).
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         await HttpConnection(stream, handler).serve()
 
     return serve_one

@@ -15,6 +15,7 @@ import errno
 import json
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ import trio
 from si.paths import connectable_unix_path
 from si.protocol.frames import Channel
 from si.protocol.link import (
+    DEFAULT_WINDOW,
     Data,
     Ended,
     Established,
@@ -59,10 +61,13 @@ class LinkOwner(Protocol):
 async def connect_unix(path: str) -> trio.SocketStream:
     target, dirfd = connectable_unix_path(path)
     try:
-        return await trio.open_unix_socket(target)
+        stream = await trio.open_unix_socket(target)
     finally:
         if dirfd is not None:
             os.close(dirfd)
+    # Room for a whole window of input in the socket: the writer hands it over in one go.
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, DEFAULT_WINDOW)
+    return stream
 
 
 Connect = Callable[[], Awaitable[trio.abc.Stream]]

@@ -99,6 +99,9 @@ class HubConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        # Room for a whole window of output in the socket: writes seldom wait for the hub.
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, DEFAULT_WINDOW)
         self.runner.attach(self)
 
     def data_received(self, data: bytes) -> None:
