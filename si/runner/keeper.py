@@ -39,6 +39,7 @@ import ctypes
 import errno
 import fcntl
 import gc
+import importlib
 import json
 import os
 import selectors
@@ -55,6 +56,15 @@ from si.fsutil import write_json_atomic
 from si.paths import connectable_unix_path
 from si.runner.identity import ProcessIdentity
 from si.runner.spares import SparePool
+
+try:
+    # The framework STH's Python sequences get their input in (si.runner.framework), when it is
+    # installed beside si: imported once here instead of in every runner, which saves each
+    # runner ~0.4 MiB of private memory and the import. As with STH's runner, whose own copy
+    # comes first on PYTHONPATH, this copy is used even if a package bundles another.
+    importlib.import_module("scramjet.streams")
+except ImportError:
+    pass
 
 # An idle keeper costs a little memory; a new one costs the next start ~0.2 s. Five minutes
 # without children or requests is a fair point to give the memory back.
