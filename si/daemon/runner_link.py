@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import trio
 
+from si.daemon.vectored import send_all_parts
 from si.paths import connectable_unix_path
 from si.protocol.frames import Channel
 from si.protocol.link import (
@@ -129,13 +130,17 @@ class RunnerLink:
 
     async def send(self, channel: int, data: bytes) -> None:
         """Queue ``data`` on ``channel`` once the peer's window allows it."""
-        view = memoryview(data)
-        while view:
+        start = 0
+        while start < len(data):
             while self.link.writable(channel) <= 0:
                 await self._window_changed.wait()
             room = self.link.writable(channel)
-            piece, view = view[:room], view[room:]
-            self.link.send(channel, bytes(piece))
+            if start == 0 and room >= len(data):
+                piece = data  # all of it fits: queued as it is, not copied
+            else:
+                piece = bytes(memoryview(data)[start : start + room])
+            self.link.send(channel, piece)
+            start += len(piece)
             self.flush()
 
     def send_json(self, channel: int, body: Any) -> None:
@@ -259,11 +264,11 @@ class RunnerLink:
             await self._dirty.wait()
             self._dirty = trio.Event()
             generation = self._requested
-            data = self.link.data_to_send()
+            parts = self.link.parts_to_send()
             stream = self._stream
-            if data and stream is not None:
+            if parts and stream is not None:
                 try:
-                    await stream.send_all(data)
+                    await send_all_parts(stream, parts)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return
             self._sent_generation = generation

@@ -254,11 +254,14 @@ class Link:
 
     def data_to_send(self) -> bytes:
         """Everything queued for the socket since the last call."""
-        if not self._pending:
-            return b""
-        data = b"".join(self._pending)
-        self._pending.clear()
-        return data
+        return b"".join(self.parts_to_send())
+
+    def parts_to_send(self) -> list[bytes]:
+        """Everything queued for the socket since the last call, as headers and payloads (for a
+        vectored write that does not copy the payloads)."""
+        parts = self._pending
+        self._pending = []
+        return parts
 
     # -- network side ----------------------------------------------------------------------
 
