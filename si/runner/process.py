@@ -136,7 +136,7 @@ class Runner:
         # What POST /stdin sends: text lines, offered to the sequence as sys.stdin.
         self.stdin = InputStream(lambda n: self._consumed(Channel.STDIN, n), "text/plain")
         self._window_open = asyncio.Event()
-        self._batch: list[bytes] = []
+        self._batch: list[bytes | memoryview] = []
         self._batch_size = 0
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -283,12 +283,19 @@ class Runner:
 
     def _flush_batch(self) -> None:
         self._flush_scheduled = False
-        if not self._batch or self.link.writable(Channel.OUTPUT) <= 0:
+        room = self.link.writable(Channel.OUTPUT)
+        batch = self._batch
+        if not batch or room <= 0:
             return
-        data = self._batch[0] if len(self._batch) == 1 else b"".join(self._batch)
-        self._batch.clear()
-        self._batch_size = 0
-        self.link.send(Channel.OUTPUT, data)
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        batch.clear()
+        if len(data) > room:
+            # Only what the window allows: the rest waits, so the replay buffer stays bounded.
+            view = memoryview(data)
+            batch.append(view[room:])
+            data = view[:room]
+        self._batch_size = len(batch[0]) if batch else 0
+        self.link.send(Channel.OUTPUT, bytes(data))
         self.flush()
 
     async def _write_batch_when_possible(self) -> None:
