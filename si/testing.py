@@ -176,6 +176,24 @@ class HubProcess:
             while _running(keeper) and time.monotonic() < deadline:
                 time.sleep(0.01)
             self._kill([keeper])
+        # A keeper the hub started just before it stopped (after an upload) may not have
+        # written keeper.json yet: found by its command line, which names this home.
+        self._kill(self._keepers_by_command_line())
+
+    def _keepers_by_command_line(self) -> list[ProcessIdentity]:
+        command = f"-m\0si.runner.keeper\0{self.home.absolute()}\0".encode()
+        found = []
+        for pid in (int(entry) for entry in os.listdir("/proc") if entry.isdigit()):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as file:
+                    if command not in file.read():
+                        continue
+            except OSError:
+                continue
+            identity = ProcessIdentity.of(pid)
+            if identity is not None:
+                found.append(identity)
+        return found
 
     @staticmethod
     def _kill(identities: list[ProcessIdentity], signum: int = signal.SIGKILL) -> None:

@@ -378,6 +378,7 @@ class Api:
         sequence = await self._store_upload(request, str(uuid.uuid4()))
         self.hub.sequences[sequence.id] = sequence
         log.info("sequence %s stored (%s)", sequence.id, sequence.manifest.name)
+        self.hub.warm_keeper()  # a start usually follows an upload
         await response.json(200, {"id": sequence.id})
 
     async def _store_upload(self, request: Request, sequence_id: str) -> Sequence:

@@ -125,6 +125,8 @@ class Hub:
         self._nursery = nursery
         nursery.start_soon(self.topics.keep_committed)
         nursery.start_soon(self._settle_loaded)
+        if self.sequences:
+            self.warm_keeper()
 
     async def _settle_loaded(self) -> None:
         while self._unsettled:
@@ -144,6 +146,18 @@ class Hub:
                 instance.exited = True
                 instance.collect_saved_output()
                 self._schedule_expiry(instance)
+
+    def warm_keeper(self) -> None:
+        """Start the home's keeper in the background if it is not running, so that the next
+        instance start does not wait for it (~0.1 s). Called when there are sequences to start:
+        at start-up with stored ones, and after an upload."""
+        self.nursery.start_soon(self._warm_keeper)
+
+    async def _warm_keeper(self) -> None:
+        try:
+            await self.spawner.start_keeper()
+        except OSError as exc:  # the next start tries again, and reports it
+            log.warning("cannot start the keeper ahead of time: %s", exc)
 
     def _adopt(self, instance: Instance) -> None:
         from si.runner.identity import ProcessIdentity

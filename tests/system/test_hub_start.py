@@ -69,3 +69,12 @@ def test_the_hub_lifts_its_soft_open_file_limit(home: Path) -> None:
         assert line.split()[3:5] == [str(hard), str(hard)]
     finally:
         hub.close()
+
+
+def test_an_upload_starts_the_keeper_before_any_instance(hub: HubProcess) -> None:
+    HubClient(hub.address).send_sequence(python_package(IDLE))
+    deadline = time.monotonic() + 30
+    while (keeper := hub.keeper_identity()) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert keeper is not None
+    assert keeper.is_alive()
