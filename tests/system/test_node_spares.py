@@ -40,10 +40,14 @@ module.exports = async function* (input, ...args) {
 
 
 def spares(hub: HubProcess) -> list[int]:
-    """The pids of this home's keeper's children that are warm spares, still waiting."""
+    """The pids of this home's keeper's children that are warm spares, still waiting.
+
+    (A spare keeps its command line once it runs an instance: those are told by runner.json.)
+    """
     keeper = hub.keeper_identity()
     if keeper is None:
         return []
+    runners = {identity.pid for identity in hub.runner_identities().values()}
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -55,8 +59,9 @@ def spares(hub: HubProcess) -> list[int]:
             continue
         ppid = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
         zombie = "\nState:\tZ" in status
-        if ppid == str(keeper.pid) and b"--spare" in cmdline and not zombie:
-            found.append(int(entry.name))
+        pid = int(entry.name)
+        if ppid == str(keeper.pid) and b"--spare" in cmdline and not zombie and pid not in runners:
+            found.append(pid)
     return found
 
 

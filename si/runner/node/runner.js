@@ -646,7 +646,11 @@ function awaitAssignment(fd = SPARE_CONTROL_FD) {
   } catch {
     return null;
   } finally {
-    fs.closeSync(fd); // a runner holds exactly the descriptors a cold-started one does
+    try {
+      fs.closeSync(fd); // a runner holds exactly the descriptors a cold-started one does
+    } catch {
+      // not open: there is nothing to hold
+    }
   }
   const assignment = JSON.parse(received.subarray(0, received.indexOf(10)).toString('utf8'));
   return assignment.instance_dir;
