@@ -150,7 +150,7 @@ class InputStream:
         while True:
             if self._error is not None:
                 raise self._error
-            if self._items:  # decoded before the block path took over
+            if self._items:  # decoded below: NDJSON input, or a declared NDJSON output
                 yield b"".join([encode(item) for item in self._items])
                 self._items.clear()
                 continue
