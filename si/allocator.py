@@ -6,7 +6,8 @@ soon as it is freed (buffers above the mmap threshold are unmapped; a free top o
 the trim threshold is trimmed), so the next buffer faults its pages in afresh: measured, about
 100,000 page faults and a third of the hub's CPU time per GiB passed through, and as many again
 in the runner. Fixed thresholds keep such buffers in the heap, at the cost of holding at most
-``trim_threshold`` of freed memory per process.
+``trim_threshold`` of freed memory per process. The hub sets them at start; a runner once it
+streams (an idle instance would keep ~0.2 MiB more resident for nothing).
 
 Other C libraries (and other systems) are left as they are.
 """
