@@ -145,6 +145,7 @@ class Hub:
             else:
                 instance.exited = True
                 instance.collect_saved_output()
+                self._route_ended(instance)
                 self._schedule_expiry(instance)
 
     def warm_keeper(self) -> None:
@@ -176,6 +177,7 @@ class Hub:
             if any(path.exists() for path in ended):
                 instance.exited = True
                 instance.collect_exit(None)  # it ended while no hub was watching
+                self._route_ended(instance)
                 self._schedule_expiry(instance)
             else:
                 self._mark_lost(instance, "runner process is gone (or its pid was reused)")
@@ -183,6 +185,18 @@ class Hub:
         instance.make_link(token, socket_path, prove_within=ADOPT_PROOF_TIMEOUT)
         self.nursery.start_soon(self._supervise, instance)
         self.route_instance(instance)  # routes recorded before the restart
+
+    def _route_ended(self, instance: Instance) -> None:
+        """An instance that ended while no hub watched still hands its saved output to the
+        topic it provides: the route recorded at its start, or one it declared afterwards (on
+        its returned stream) and recorded in declared.json while no hub could hear it."""
+        try:
+            declared = read_json(instance.directory / "declared.json")
+        except (OSError, ValueError):
+            declared = {}
+        if isinstance(declared.get("provides"), dict):
+            instance.declare_topics(declared["provides"])  # routes it when the route is new
+        self.route_instance(instance)
 
     def _mark_lost(self, instance: Instance, reason: str) -> None:
         """Give up on a runner that could not be proven; it is never signalled."""

@@ -258,6 +258,66 @@ def test_a_topic_consumer_resumes_across_a_hub_crash_without_gap_or_repeat(
     assert [int(n) for n in received.split()] == list(range(total))
 
 
+PAUSING_PRODUCER = """
+import asyncio
+
+class Numbers:
+    # declared on the returned stream: known only once run() returned
+    provides = "pauses"
+    contentType = "application/x-ndjson"
+
+    def __init__(self):
+        self.n = 0
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self.n == 20:
+            raise StopAsyncIteration
+        if self.n == 10:
+            await asyncio.sleep(1.5)  # the hub is killed meanwhile
+        self.n += 1
+        return self.n - 1
+
+def run(context, input):
+    return Numbers()
+"""
+
+
+def read_topic(hub: HubProcess, name: str, count: int, offset: int | None = None) -> list[bytes]:
+    """The first ``count`` messages of topic ``name`` (from ``offset``), with the start offset."""
+    target, dirfd = connectable_unix_path(hub.socket)
+    try:
+        with httpx.Client(
+            transport=httpx.HTTPTransport(uds=target), base_url="http://si/api/v1"
+        ) as http:
+            headers = {"content-type": "application/x-ndjson"}
+            if offset is not None:
+                headers["x-si-offset"] = str(offset)
+            with http.stream("GET", f"topic/{name}", headers=headers, timeout=30) as reply:
+                assert reply.status_code == 200
+                return take_lines(reply.iter_raw(), count)
+    finally:
+        if dirfd is not None:
+            os.close(dirfd)
+
+
+def test_a_producer_that_ends_while_the_hub_is_down_still_feeds_its_topic(
+    client: HubClient, hub: HubProcess
+) -> None:
+    sequence = client.send_sequence(python_package(PAUSING_PRODUCER))["id"]
+    instance = client.start_sequence(sequence, {})["id"]
+    first = read_topic(hub, "pauses", 10)
+    assert [int(n) for n in first] == list(range(10))
+    hub.crash()
+    directory = hub.home / "instances" / instance
+    wait_for(lambda: (directory / "exit.json").exists(), timeout=15)
+    hub.start()
+    rest = read_topic(hub, "pauses", 10, offset=sum(len(line) + 1 for line in first))
+    assert [int(n) for n in rest] == list(range(10, 20))
+
+
 def test_consumers_fan_out_and_producers_interleave_at_message_boundaries(
     client: HubClient, hub: HubProcess
 ) -> None:
