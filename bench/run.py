@@ -146,9 +146,9 @@ def render_table(results: Results) -> str:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def script(name: str, *args: str, timeout: float = 1800) -> str:
-    """Run ``bench/<name>`` as its own process; its standard output."""
-    env = dict(os.environ)
+def script(name: str, *args: str, timeout: float = 1800, unset: tuple[str, ...] = ()) -> str:
+    """Run ``bench/<name>`` as its own process (without the variables ``unset``); its output."""
+    env = {key: value for key, value in os.environ.items() if key not in unset}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     done = subprocess.run(
         [sys.executable, str(BENCH / name), *args],
@@ -295,6 +295,29 @@ def bench_start(results: Results, quick: bool) -> None:
                 paced["max"],
                 starts,
                 note="the keeper's warm Node spares have booted",
+            )
+        )
+    if os.environ.get("NODE_EXTRA_CA_CERTS"):
+        # Node parses the whole bundle NODE_EXTRA_CA_CERTS names at every start (~40 ms of CPU
+        # here); the spares boot back to back on 2 cores, so it shows in that figure. A machine
+        # without the variable (most) is measured by dropping it.
+        bare = json_lines(
+            script(
+                "runners.py",
+                *("--starts", str(starts), "--lines", "1000", "--mib", "1", "--json"),
+                unset=("NODE_EXTRA_CA_CERTS",),
+            )
+        )[0]["node"]["first_output_ms"]
+        results.add(
+            Figure(
+                "start",
+                "  the same, back to back, without NODE_EXTRA_CA_CERTS",
+                "ms",
+                bare["median"],
+                bare["min"],
+                bare["max"],
+                starts,
+                note="this machine sets it: every Node start parses a CA bundle",
             )
         )
     for runner in ("python", "node"):
