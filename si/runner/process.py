@@ -294,32 +294,45 @@ class Runner:
 
     # -- output ----------------------------------------------------------------------------
 
-    def _flush_batch(self) -> None:
+    def _flush_batch(self) -> bool:
+        """Queue what the window allows of the output batch; False if nothing could go.
+
+        Items are never split across frames, so output always ends where an item ends (a
+        killed instance's output has no half line). An item goes when it fits the window, or
+        when nothing is in flight (one item larger than the window).
+        """
         self._flush_scheduled = False
-        room = self.link.writable(Channel.OUTPUT)
         batch = self._batch
-        if not batch or room <= 0:
-            return
-        data = batch[0] if len(batch) == 1 else b"".join(batch)
-        batch.clear()
-        if len(data) > room:
-            # Only what the window allows: the rest waits, so the replay buffer stays bounded.
-            view = memoryview(data)
-            batch.append(view[room:])
-            data = view[:room]
-        self._batch_size = len(batch[0]) if batch else 0
+        if not batch:
+            return False
+        room = self.link.writable(Channel.OUTPUT)
+        take, size = len(batch), self._batch_size
+        if size > room:
+            take = size = 0
+            for item in batch:
+                if size + len(item) > room:
+                    break
+                take += 1
+                size += len(item)
+            if not take:
+                if self.link.outbound[Channel.OUTPUT].in_flight() > 0:
+                    return False
+                take, size = 1, len(batch[0])
+        data = batch[0] if take == 1 else b"".join(batch[:take])
+        del batch[:take]
+        self._batch_size -= size
         self.link.send(Channel.OUTPUT, bytes(data))
-        self._count_traffic(len(data))
+        self._count_traffic(size)
         self.flush()
+        return True
 
     async def _write_batch_when_possible(self) -> None:
         while self._batch:
-            if self.link.writable(Channel.OUTPUT) <= 0:
+            if not self._flush_batch():
                 self._window_open.clear()
                 await self._window_open.wait()
-            self._flush_batch()
 
-    def _add_output(self, data: bytes) -> bool:
+    def _add_output(self, data: bytes | memoryview) -> bool:
         """Queue encoded output; True when the batch is full and must be written first."""
         if not data:
             return False

@@ -18,13 +18,16 @@ import asyncio
 import codecs
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 TEXT = "text/plain"
 BINARY = "application/octet-stream"
 NDJSON_TYPES = ("application/x-ndjson", "text/x-ndjson")
 
+# The largest block of output a passthrough hands on at once (see InputStream.output_blocks):
+# large enough to cost little per byte, small enough for a window of 1 MiB to take several.
+BLOCK_LIMIT = 256 * 1024
 # A header block longer than this is not a header block: refuse instead of buffering forever.
 MAX_HEADER_BLOCK = 8192
 
@@ -133,26 +136,28 @@ class InputStream:
 
         return mapped()
 
-    async def output_blocks(self, content_type: str | None) -> AsyncIterator[bytes]:
-        """The output of a sequence that returned this stream untouched, a block at a time.
+    async def output_blocks(self, content_type: str | None) -> AsyncIterator[bytes | memoryview]:
+        """The output of a sequence that returned this stream untouched, in blocks.
 
         The bytes are exactly what encoding each item with ``output_encoder(content_type)``
         would give, in order: binary input passes as it is, text input is its UTF-8 decoding
         (invalid bytes replaced) encoded again, which for ASCII or valid UTF-8 is the input
-        itself; other cases are decoded into items and encoded here. Only blocks are bigger:
-        every byte received so far goes out at once, lines need not be complete.
+        itself; other cases are decoded into items and encoded here. The blocks are cut where
+        items end (text: after a newline; a last line without one comes at the end), so the
+        runner, which never splits a block across frames, ends any frame where the item path
+        would; a block is at most ``BLOCK_LIMIT`` unless one line is longer.
 
         Raises:
             InputError: as reading the items would (bad header block, unknown content type).
         """
         encode = output_encoder(content_type)
         as_is = content_type not in NDJSON_TYPES  # str as UTF-8, bytes unchanged
+        held: list[bytes] = []  # text after the last newline so far
         while True:
             if self._error is not None:
                 raise self._error
             if self._items:  # decoded below: NDJSON input, or a declared NDJSON output
-                yield b"".join([encode(item) for item in self._items])
-                self._items.clear()
+                yield encode(self._items.popleft())
                 continue
             if self._raw:
                 raw = self._take(everything=True)
@@ -160,15 +165,22 @@ class InputStream:
                     continue
                 media = self._content_type
                 if as_is and media == BINARY:
-                    yield raw
+                    if len(raw) <= BLOCK_LIMIT:
+                        yield raw
+                    else:
+                        view = memoryview(raw)
+                        for start in range(0, len(raw), BLOCK_LIMIT):
+                            yield view[start : start + BLOCK_LIMIT]
                 elif as_is and media == TEXT:
-                    yield self._reencode(raw)
+                    for block in _line_blocks(self._reencode(raw), held):
+                        yield block
                 else:
                     self._decode(raw)
                 continue
             if self._ended:
                 if as_is and self._content_type == TEXT:
-                    tail = self._reencode(b"", final=True)
+                    held.append(self._reencode(b"", final=True))
+                    tail = b"".join(held)
                     if tail:
                         yield tail
                 else:
@@ -255,6 +267,31 @@ class InputStream:
         elif media not in (TEXT, BINARY):
             self._error = InputError(f"unsupported input content type {content_type!r}")
         self._content_type = media
+
+
+def _line_blocks(text: bytes, held: list[bytes]) -> Iterator[bytes | memoryview]:
+    """``text`` in blocks of whole lines, each at most ``BLOCK_LIMIT`` unless one line is
+    longer; ``held`` carries what follows the last newline to the next call."""
+    end = text.rfind(b"\n") + 1
+    if not end:
+        held.append(text)
+        return
+    view = memoryview(text)
+    start = 0
+    if held:
+        start = text.find(b"\n") + 1
+        yield b"".join([*held, view[:start]])
+        held.clear()
+    while end - start > BLOCK_LIMIT:
+        cut = text.rfind(b"\n", start, start + BLOCK_LIMIT) + 1
+        if cut <= start:  # one line longer than the limit: whole
+            cut = text.find(b"\n", start + BLOCK_LIMIT) + 1
+        yield view[start:cut]
+        start = cut
+    if end > start:
+        yield text if start == 0 and end == len(text) else view[start:end]
+    if end < len(text):
+        held.append(text[end:])
 
 
 def _text_decoder() -> codecs.IncrementalDecoder:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from si.runner.streams import InputError, InputStream, output_encoder
+from si.runner.streams import BLOCK_LIMIT, InputError, InputStream, output_encoder
 
 
 def read_all(
@@ -195,3 +195,16 @@ def test_reading_touches_the_stream() -> None:
         return stream.untouched
 
     assert asyncio.run(main()) is False
+
+
+def test_text_blocks_end_where_lines_end() -> None:
+    lines = [b"x" * (n * 7919 % 3000) + b"\n" for n in range(2000)]
+    lines.append(b"y" * 600_000 + b"\n")  # one line longer than a block
+    data = b"".join(lines) + b"no newline"
+    chunks = [data[n : n + 100_000] for n in range(0, len(data), 100_000)]
+    blocks, expected, _ = blocks_and_items(chunks, None, "text/plain")
+
+    assert b"".join(blocks) == expected
+    assert all(bytes(block).endswith(b"\n") for block in blocks[:-1])
+    assert bytes(blocks[-1]).endswith(b"no newline")
+    assert all(len(block) <= BLOCK_LIMIT or bytes(block).count(b"\n") == 1 for block in blocks[:-1])
