@@ -70,18 +70,23 @@ def first_output_ms(
 
 
 def blocks(data: bytes) -> Iterator[bytes]:
+    view = memoryview(data)  # slices without copies: the client's cost is not the figure
     for start in range(0, len(data), UPLOAD_BLOCK):
-        yield data[start : start + UPLOAD_BLOCK]
+        yield view[start : start + UPLOAD_BLOCK]  # type: ignore[misc]
 
 
 def passthrough_seconds(client: HubClient, sequence: str, data: bytes, content_type: str) -> float:
     """Seconds to send ``data`` through a passthrough instance and read all of it back."""
     instance = client.start_sequence(sequence, {})["id"]
-    received = bytearray()
+    # Touched before the clock starts: first-touch page faults are the benchmark's cost.
+    received = bytearray(1) * len(data)
+    size = 0
 
     def read() -> None:
+        nonlocal size
         for chunk in client.stream(f"instance/{instance}/output", follow=False):
-            received.extend(chunk)
+            received[size : size + len(chunk)] = chunk
+            size += len(chunk)
 
     reader = threading.Thread(target=read, daemon=True)
     began = time.perf_counter()
@@ -89,7 +94,7 @@ def passthrough_seconds(client: HubClient, sequence: str, data: bytes, content_t
     client.send_input(instance, blocks(data), content_type=content_type, end=True)
     reader.join(600)
     elapsed = time.perf_counter() - began
-    if bytes(received) != data:
+    if size != len(data) or received != data:
         raise RuntimeError(f"{content_type} passthrough lost or changed data")
     return elapsed
 
