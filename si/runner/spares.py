@@ -12,7 +12,8 @@ listening socket bound at its ``runner.sock``; and fd 4 = the spare's end of a s
 the keeper. To assign it an instance, the keeper *renames* those three files into the
 instance directory (the descriptors follow the inodes, so the spare's stdout, stderr and
 listener become the instance's, and the hub can dial the socket at once), then writes one line
-``{"instance_dir": "..."}`` on the socketpair and closes its end. The spare closes fd 4 and
+``{"instance_dir": "..."}`` on the socketpair, waits for the spare's ``ok`` and closes its
+end (no answer: the spare is killed and the instance starts cold). The spare closes fd 4 and
 from then on is an ordinary runner with exactly the descriptors of a cold-started one; its
 runner.json records its own pid and start time.
 
@@ -40,6 +41,9 @@ from pathlib import Path
 SPARES = 2
 # The files a spare owns until its assignment moves them into the instance directory.
 SPARE_FILES = ("stdout", "stderr", "runner.sock")
+# How long a start waits for a spare to answer its assignment (one still booting answers
+# once it has booted) before it starts the instance cold instead.
+HANDOVER_TIMEOUT = 5.0
 # How long a retiring keeper waits for its spares to see end-of-file and exit.
 RETIRE_TIMEOUT = 2.0
 
@@ -79,13 +83,26 @@ class SparePool:
         if not self.spares or any((instance_dir / name).exists() for name in SPARE_FILES):
             return None
         spare = self.spares.pop(0)
+        moved: list[str] = []
         try:
             for name in SPARE_FILES:
                 os.rename(spare.directory / name, instance_dir / name)
+                moved.append(name)
             line = json.dumps({"instance_dir": str(instance_dir)}).encode() + b"\n"
             spare.control.sendall(line)
+            # The spare answers once it has the assignment. A spare that died (killed, out of
+            # memory) since it booted may still be unreaped, and the line may fit the socket's
+            # buffer: only its answer proves it took the instance.
+            spare.control.settimeout(HANDOVER_TIMEOUT)
+            taken = spare.control.recv(16).startswith(b"ok")
         except OSError:
-            # Another filesystem, a removed directory: this spare cannot be the instance's.
+            taken = False  # another filesystem, a removed directory, a dead or stuck spare
+        if not taken:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(spare.pid, signal.SIGKILL)  # our child: reaped like any other
+            for name in moved:  # the instance starts cold, with files of its own
+                with contextlib.suppress(OSError):
+                    os.unlink(instance_dir / name)
             self._retire(spare)
             return None
         spare.control.close()

@@ -631,7 +631,8 @@ const SPARE_CONTROL_FD = 4;
  * a start pays for none of Node's own start. The keeper has given it every descriptor a runner
  * has (fd 1/2 the files, fd 3 the listening socket, all at a spare's paths) and, on fd 4, a
  * socket on which it writes one line, `{"instance_dir": ...}`, once it has moved those files
- * and that socket into the instance's directory. Blocks until then; returns null when the
+ * and that socket into the instance's directory; the spare answers `ok` (a spare that cannot
+ * answer is not given the instance). Blocks until then; returns null when the
  * keeper closed the socket first (it exits or retires its spares), and the spare then exits.
  */
 function awaitAssignment(fd = SPARE_CONTROL_FD) {
@@ -643,6 +644,7 @@ function awaitAssignment(fd = SPARE_CONTROL_FD) {
       if (count === 0) return null;
       received = Buffer.concat([received, buffer.subarray(0, count)]);
     }
+    fs.writeSync(fd, 'ok\n'); // the keeper hands the instance over only on this answer
   } catch {
     return null;
   } finally {
