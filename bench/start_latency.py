@@ -13,8 +13,9 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from runners import first_output_ms  # bench/ is this script's directory, first on sys.path
 
 from si.client import HubClient
 from si.testing import python_package, running_hub
@@ -29,15 +30,7 @@ def measure(starts: int) -> list[float]:
     ):
         client = HubClient(hub.address)
         sequence = client.send_sequence(python_package(SOURCE))["id"]
-        timings: list[float] = []
-        for _ in range(starts):
-            began = time.perf_counter()
-            instance = client.start_sequence(sequence, {})["id"]
-            for chunk in client.stream(f"instance/{instance}/output", follow=False):
-                if chunk:
-                    break
-            timings.append((time.perf_counter() - began) * 1000)
-        return timings
+        return first_output_ms(client, sequence, starts)
 
 
 def main() -> None:

@@ -19,15 +19,29 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from si.paths import connectable_unix_path
 from si.runner.identity import ProcessIdentity
 
 # Generous: a cold interpreter on a loaded CI machine can take a second or two to import.
 READY_TIMEOUT = 20.0
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02) -> T:
+    """Poll ``predicate`` until it returns something true, and return that; fail after
+    ``timeout`` seconds. For tests that watch real processes and files change."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def make_package(files: dict[str, str | bytes], manifest: dict[str, Any] | None = None) -> bytes:

@@ -339,6 +339,23 @@ def remember(cli: CliState, **values: str) -> None:
         render.warning(f"cannot record {', '.join(values)} in {cli.session.path}: {exc}")
 
 
+def use(
+    cli: CliState, noun: str, key: SessionKey, item_id: str, lookup: Callable[..., Any]
+) -> None:
+    """`si seq use` and `si inst use`: ``item_id`` becomes what `-` stands for, once the hub
+    (``lookup(client, item_id)``) confirms it knows it."""
+    from si.client import HubError
+
+    with cli.client() as client:
+        try:
+            lookup(client, item_id)
+        except HubError as exc:
+            if exc.status == 404:
+                raise SiError(f"Unable to find {noun} {item_id}") from None
+            raise
+    remember(cli, **{key: item_id})
+
+
 def forget(cli: CliState, key: SessionKey, value: str) -> None:
     """Clear a "last" value that named something now gone; failures only warn."""
     try:

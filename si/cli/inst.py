@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import click
 
-from si.cli import render
+from si.cli import common, render
 from si.cli.common import (
     FILE,
     INSTANCE_ID,
@@ -80,17 +80,7 @@ def list_instances() -> None:
 @click.argument("instance", metavar="ID", type=INSTANCE_ID)
 def use(instance: str) -> None:
     """Make an instance the one - stands for (checked with the hub first)."""
-    from si.client import HubError
-
-    cli = state()
-    with cli.client() as client:
-        try:
-            client.get_instance(instance)
-        except HubError as exc:
-            if exc.status == 404:
-                raise SiError(f"Unable to find instance {instance}") from None
-            raise
-    remember(cli, lastInstanceId=instance)
+    common.use(state(), "instance", "lastInstanceId", instance, lambda c, i: c.get_instance(i))
 
 
 @command(app, "info", example="si inst info -")

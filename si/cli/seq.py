@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from si.cli import render
+from si.cli import common, render
 from si.cli.common import (
     DIRECTORY,
     FILE,
@@ -494,17 +494,7 @@ app.add_alias("info", "get")
 @click.argument("sequence", metavar="ID", type=SEQUENCE_ID)
 def use(sequence: str) -> None:
     """Make a sequence the one - stands for (checked with the hub first)."""
-    from si.client import HubError
-
-    cli = state()
-    with cli.client() as client:
-        try:
-            client.get_sequence(sequence)
-        except HubError as exc:
-            if exc.status == 404:
-                raise SiError(f"Unable to find sequence {sequence}") from None
-            raise
-    remember(cli, lastSequenceId=sequence)
+    common.use(state(), "sequence", "lastSequenceId", sequence, lambda c, s: c.get_sequence(s))
 
 
 @command(app, "rm", "delete", example="si seq rm - --force")

@@ -37,6 +37,7 @@ from si.segments import list_segments, offset_of_last_lines, read_from
 if TYPE_CHECKING:
     # Imported where used: a hub with no instances does not load the link machinery (hub.py).
     from si.daemon.instance import Instance
+    from si.daemon.pipe import OutputPipe
 
 log = logging.getLogger("si.hub.api")
 
@@ -301,28 +302,7 @@ class Api:
         """An HTTP consumer: every message from where it attaches (``x-si-offset`` resumes)."""
         content_type = request.content_type or DEFAULT_CONTENT_TYPE
         topic = self._topic(request.params["name"], content_type)
-        self._check_accept(request, "application/octet-stream")
-        offset_header = request.header("x-si-offset")
-        try:
-            offset = int(offset_header) if offset_header else None
-        except ValueError:
-            raise ApiError(400, "x-si-offset must be a byte offset") from None
-        pipe = topic.pipe
-        reader = pipe.attach(offset)
-        try:
-            await response.start(
-                200,
-                [
-                    ("content-type", "application/octet-stream"),
-                    ("x-si-offset", str(reader.position)),
-                ],
-            )
-            while (data := await pipe.read(reader)) is not None:
-                await response.write(data)
-                pipe.delivered(reader, len(data))
-            await response.end()
-        finally:
-            pipe.detach(reader)
+        await self._serve_pipe(request, response, topic.pipe)
 
     async def load_check(self, request: Request, response: Response) -> None:
         await response.json(200, await trio.to_thread.run_sync(load_figures, self.hub))
@@ -453,14 +433,17 @@ class Api:
         await response.json(200, self._instance(request).record())
 
     async def instance_output(self, request: Request, response: Response) -> None:
-        instance = self._instance(request)
+        await self._serve_pipe(request, response, self._instance(request).output)
+
+    async def _serve_pipe(self, request: Request, response: Response, pipe: OutputPipe) -> None:
+        """Stream ``pipe`` from where the request resumes (``x-si-offset``) to its end; the
+        reply says where it starts, so a client cut off can resume without gap or repeat."""
         self._check_accept(request, "application/octet-stream")
         offset_header = request.header("x-si-offset")
         try:
             offset = int(offset_header) if offset_header else None
         except ValueError:
             raise ApiError(400, "x-si-offset must be a byte offset") from None
-        pipe = instance.output
         reader = pipe.attach(offset)
         try:
             await response.start(
@@ -470,10 +453,7 @@ class Api:
                     ("x-si-offset", str(reader.position)),
                 ],
             )
-            while True:
-                data = await pipe.read(reader)
-                if data is None:
-                    break
+            while (data := await pipe.read(reader)) is not None:
                 await response.write(data)
                 pipe.delivered(reader, len(data))
             await response.end()

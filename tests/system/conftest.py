@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from si.client import HubClient
+from si.paths import connectable_unix_path
 from si.testing import HubProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +39,20 @@ def hub(home: Path) -> Iterator[HubProcess]:
 @pytest.fixture
 def client(hub: HubProcess) -> HubClient:
     return HubClient(hub.address)
+
+
+@contextlib.contextmanager
+def hub_http(hub: HubProcess) -> Iterator[httpx.Client]:
+    """A plain HTTP client on the hub's socket, for requests the HubClient does not make."""
+    target, dirfd = connectable_unix_path(hub.socket)  # the test home is deep on purpose
+    try:
+        with httpx.Client(
+            transport=httpx.HTTPTransport(uds=target), base_url="http://si/api/v1"
+        ) as http:
+            yield http
+    finally:
+        if dirfd is not None:
+            os.close(dirfd)
 
 
 class Cli:

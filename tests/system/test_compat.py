@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +16,8 @@ import httpx
 import pytest
 
 from si.client import HubClient
-from si.paths import connectable_unix_path
-from si.testing import HubProcess, make_package, python_package
+from si.testing import HubProcess, make_package, python_package, wait_for
+from tests.system.conftest import hub_http
 
 pytestmark = pytest.mark.system
 
@@ -33,28 +31,11 @@ async def run(context, input):
 """
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
-
-
 @pytest.fixture
 def http(hub: HubProcess) -> Iterator[httpx.Client]:
     """A plain HTTP client on the hub's socket, for requests the HubClient does not make."""
-    target, dirfd = connectable_unix_path(hub.socket)  # the test home is deep on purpose
-    try:
-        with httpx.Client(
-            transport=httpx.HTTPTransport(uds=target), base_url="http://si/api/v1"
-        ) as client:
-            yield client
-    finally:
-        if dirfd is not None:
-            os.close(dirfd)
+    with hub_http(hub) as client:
+        yield client
 
 
 def test_sth_status_codes_and_bodies(http: httpx.Client) -> None:

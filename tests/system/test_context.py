@@ -9,19 +9,9 @@ from pathlib import Path
 import pytest
 
 from si.client import HubClient, HubError
-from si.testing import HubProcess, python_package
+from si.testing import HubProcess, python_package, wait_for
 
 pytestmark = pytest.mark.system
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def output(client: HubClient, instance: str) -> bytes:

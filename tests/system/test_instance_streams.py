@@ -9,7 +9,7 @@ import time
 import pytest
 
 from si.client import HubClient, HubError
-from si.testing import HubProcess, python_package
+from si.testing import HubProcess, python_package, wait_for
 
 pytestmark = pytest.mark.system
 
@@ -36,16 +36,6 @@ async def run(context, input):
     while True:
         await asyncio.sleep(0.05)
 """
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def read(client: HubClient, path: str) -> bytes:

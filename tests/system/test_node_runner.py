@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from si.client import HubClient, HubError
-from si.testing import HubProcess, make_package, python_package
+from si.testing import HubProcess, make_package, python_package, wait_for
 from tests.system.conftest import REPO, Cli
 
 pytestmark = [
@@ -47,16 +47,6 @@ def example_package(directory: Path) -> bytes:
         if path.is_file()
     }
     return make_package(files)
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def run(client: HubClient, package: bytes, *args: str, **start: Any) -> str:

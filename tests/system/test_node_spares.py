@@ -16,8 +16,7 @@ import pytest
 from si.client import HubClient
 from si.paths import connectable_unix_path
 from si.runner.identity import ProcessIdentity
-from si.testing import HubProcess, make_package
-from tests.system.test_node_runner import wait_for
+from si.testing import HubProcess, make_package, wait_for
 
 pytestmark = [
     pytest.mark.system,

@@ -18,7 +18,7 @@ import pytest
 
 from si.client import HubClient, HubError
 from si.runner.identity import ProcessIdentity
-from si.testing import HubProcess, python_package
+from si.testing import HubProcess, python_package, wait_for
 
 pytestmark = pytest.mark.system
 
@@ -33,16 +33,6 @@ async def run(context, input, length, delay):
 """
 
 PASSTHROUGH = "def run(context, input, *args):\n    return input\n"
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 class Follower(threading.Thread):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -13,8 +12,8 @@ import httpx
 import pytest
 
 from si.client import HubClient, HubError
-from si.paths import connectable_unix_path
-from si.testing import HubProcess, python_package
+from si.testing import HubProcess, python_package, wait_for
+from tests.system.conftest import hub_http
 
 pytestmark = pytest.mark.system
 
@@ -32,16 +31,6 @@ async def run(context, input):
     async for message in input:
         yield message["n"] * 10
 """
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def take_lines(stream: Iterator[bytes], count: int) -> list[bytes]:
@@ -123,28 +112,21 @@ def test_a_consumer_that_disconnects_and_returns_loses_nothing(
     producer.start()
     received = bytearray()
     first: int | None = None
-    target, dirfd = connectable_unix_path(hub.socket)
-    try:
-        with httpx.Client(
-            transport=httpx.HTTPTransport(uds=target), base_url="http://si/api/v1"
-        ) as http:
-            for attempt in range(6):  # five disconnects, then read to the end
-                headers = {"content-type": "text/plain"}
-                if first is not None:
-                    headers["x-si-offset"] = str(first + len(received))
-                want = total if attempt == 5 else (attempt + 1) * total // 6
-                with http.stream("GET", "topic/count", headers=headers, timeout=30) as reply:
-                    start = int(reply.headers["x-si-offset"])
-                    if first is None:
-                        first = start
-                    assert start == first + len(received)  # resumes exactly where it left
-                    for chunk in reply.iter_raw():
-                        received += chunk
-                        if received.count(b"\n") >= want:
-                            break
-    finally:
-        if dirfd is not None:
-            os.close(dirfd)
+    with hub_http(hub) as http:
+        for attempt in range(6):  # five disconnects, then read to the end
+            headers = {"content-type": "text/plain"}
+            if first is not None:
+                headers["x-si-offset"] = str(first + len(received))
+            want = total if attempt == 5 else (attempt + 1) * total // 6
+            with http.stream("GET", "topic/count", headers=headers, timeout=30) as reply:
+                start = int(reply.headers["x-si-offset"])
+                if first is None:
+                    first = start
+                assert start == first + len(received)  # resumes exactly where it left
+                for chunk in reply.iter_raw():
+                    received += chunk
+                    if received.count(b"\n") >= want:
+                        break
     numbers = [int(n) for n in received.split()]
     assert numbers[:total] == list(range(total))
     producer.join(10)
@@ -225,11 +207,8 @@ def test_a_topic_consumer_resumes_across_a_hub_crash_without_gap_or_repeat(
 
     def read(until: int) -> None:
         nonlocal first
-        target, dirfd = connectable_unix_path(hub.socket)
         try:
-            with httpx.Client(
-                transport=httpx.HTTPTransport(uds=target), base_url="http://si/api/v1"
-            ) as http:
+            with hub_http(hub) as http:
                 headers = {"content-type": "application/x-ndjson"}
                 if first is not None:
                     headers["x-si-offset"] = str(first + len(received))
@@ -244,9 +223,6 @@ def test_a_topic_consumer_resumes_across_a_hub_crash_without_gap_or_repeat(
                             return
         except httpx.HTTPError:
             return  # the hub went away: resume below
-        finally:
-            if dirfd is not None:
-                os.close(dirfd)
 
     reader = threading.Thread(target=read, args=(total,), daemon=True)
     reader.start()
@@ -286,21 +262,16 @@ def run(context, input):
 
 
 def read_topic(hub: HubProcess, name: str, count: int, offset: int | None = None) -> list[bytes]:
-    """The first ``count`` messages of topic ``name`` (from ``offset``), with the start offset."""
-    target, dirfd = connectable_unix_path(hub.socket)
-    try:
-        with httpx.Client(
-            transport=httpx.HTTPTransport(uds=target), base_url="http://si/api/v1"
-        ) as http:
-            headers = {"content-type": "application/x-ndjson"}
-            if offset is not None:
-                headers["x-si-offset"] = str(offset)
-            with http.stream("GET", f"topic/{name}", headers=headers, timeout=30) as reply:
-                assert reply.status_code == 200
-                return take_lines(reply.iter_raw(), count)
-    finally:
-        if dirfd is not None:
-            os.close(dirfd)
+    """The first ``count`` messages of topic ``name``, from byte ``offset`` when given."""
+    headers = {"content-type": "application/x-ndjson"}
+    if offset is not None:
+        headers["x-si-offset"] = str(offset)
+    with (
+        hub_http(hub) as http,
+        http.stream("GET", f"topic/{name}", headers=headers, timeout=30) as reply,
+    ):
+        assert reply.status_code == 200
+        return take_lines(reply.iter_raw(), count)
 
 
 def test_a_producer_that_ends_while_the_hub_is_down_still_feeds_its_topic(
