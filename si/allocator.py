@@ -9,6 +9,9 @@ in the runner. Fixed thresholds keep such buffers in the heap, at the cost of ho
 ``trim_threshold`` of freed memory per process. The hub sets them at start; a runner once it
 streams (an idle instance would keep ~0.2 MiB more resident for nothing).
 
+The keeper wants the opposite once, before it forks runners: what its start-up freed handed
+back (``give_back_free_heap``), so that no runner maps it.
+
 Other C libraries (and other systems) are left as they are.
 """
 
@@ -48,3 +51,16 @@ def keep_freed_memory(
     if not done:
         log.debug("mallopt refused the thresholds; keeping the C library's defaults")
     return done
+
+
+def give_back_free_heap() -> None:
+    """Hand the heap's free pages back to the kernel (glibc's ``malloc_trim``).
+
+    What start-up freed is still resident, and every runner forked later maps it: ~0.8 MiB
+    counted, shared, in each runner's memory (PSS 6.47 -> 6.29 MiB over five idle runners).
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to give back this way
