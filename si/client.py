@@ -434,7 +434,8 @@ class HubClient:
                     if start > position:
                         raise HubError(
                             f"the hub no longer holds bytes {position}-{start - 1} of the "
-                            "stream; they were lost while reconnecting",
+                            "stream: this reader fell too far behind the others and was cut "
+                            "off, or they were lost while reconnecting",
                             url=self._url(path, query),
                         )
                     # The hub may resume earlier than asked: drop what was already yielded.

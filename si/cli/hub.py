@@ -48,6 +48,18 @@ home_option = click.option(
     help="How long a finished instance stays readable (default 180).",
 )
 @click.option(
+    "--reader-lag-bytes",
+    metavar="N",
+    type=click.IntRange(min=1),
+    help="Cut off an output reader this many bytes behind the fastest one (default 786432).",
+)
+@click.option(
+    "--reader-lag-seconds",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Cut off an output reader whose next byte waited this long (default 10).",
+)
+@click.option(
     "-d",
     "--detach",
     is_flag=True,
@@ -59,11 +71,15 @@ def serve(
     host: str | None,
     kill_on_exit: bool,
     retention: float | None,
+    reader_lag_bytes: int | None,
+    reader_lag_seconds: float | None,
     detach: bool,
 ) -> None:
     """Run the hub (in the foreground until interrupted, or in the background with -d)."""
     if detach:
-        _serve_detached(home, port, host, kill_on_exit, retention)
+        _serve_detached(
+            home, port, host, kill_on_exit, retention, reader_lag_bytes, reader_lag_seconds
+        )
         return
     import gc
 
@@ -77,6 +93,8 @@ def serve(
         "port": port,
         "host": host,
         "retention": retention,
+        "reader_lag_bytes": reader_lag_bytes,
+        "reader_lag_seconds": reader_lag_seconds,
     }
     options = HubOptions(
         kill_on_exit=kill_on_exit,
@@ -91,6 +109,8 @@ def _serve_detached(
     host: str | None,
     kill_on_exit: bool,
     retention: float | None,
+    reader_lag_bytes: int | None,
+    reader_lag_seconds: float | None,
 ) -> None:
     from si.cli import hubctl
 
@@ -106,6 +126,10 @@ def _serve_detached(
         args.append("--kill-on-exit")
     if retention is not None:
         args += ["--retention", repr(retention)]
+    if reader_lag_bytes is not None:
+        args += ["--reader-lag-bytes", str(reader_lag_bytes)]
+    if reader_lag_seconds is not None:
+        args += ["--reader-lag-seconds", repr(reader_lag_seconds)]
     pid = hubctl.detach(args, paths)
     render.message(f"hub started in the background (pid {pid}); stop it with 'si hub stop'")
     cli = state()

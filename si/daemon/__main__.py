@@ -16,7 +16,8 @@ def main(argv: list[str]) -> int:
     # long as the hub: collecting while they are made costs ~5 ms and frees little. run_hub
     # turns the collector back on once the hub answers.
     gc.disable()
-    from si.daemon.options import DEFAULT_RETENTION_SECONDS, HubOptions
+    from si.daemon import options as defaults
+    from si.daemon.options import HubOptions
     from si.daemon.serve import serve_hub
 
     parser = argparse.ArgumentParser(prog="python -m si.daemon", description=__doc__)
@@ -24,7 +25,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--port", type=int)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("-K", "--kill-on-exit", action="store_true")
-    parser.add_argument("--retention", type=float, default=DEFAULT_RETENTION_SECONDS)
+    parser.add_argument("--retention", type=float, default=defaults.DEFAULT_RETENTION_SECONDS)
+    parser.add_argument("--reader-lag-bytes", type=int, default=defaults.DEFAULT_READER_LAG_BYTES)
+    parser.add_argument(
+        "--reader-lag-seconds", type=float, default=defaults.DEFAULT_READER_LAG_SECONDS
+    )
     args = parser.parse_args(argv)
     options = HubOptions(
         home=args.home,
@@ -32,6 +37,8 @@ def main(argv: list[str]) -> int:
         host=args.host,
         kill_on_exit=args.kill_on_exit,
         retention=args.retention,
+        reader_lag_bytes=args.reader_lag_bytes,
+        reader_lag_seconds=args.reader_lag_seconds,
     )
     return serve_hub(options)
 

@@ -22,6 +22,7 @@ from si.daemon.feed import Feed, now_ms
 from si.daemon.http import BodyError, Request, Response
 from si.daemon.hub import ApiError, Hub
 from si.daemon.load import load_figures
+from si.daemon.pipe import OffsetError, OutputPipe, PipeReader
 from si.daemon.sequences import (
     NEW_PREFIX,
     Sequence,
@@ -37,7 +38,6 @@ from si.segments import list_segments, offset_of_last_lines, read_from
 if TYPE_CHECKING:
     # Imported where used: a hub with no instances does not load the link machinery (hub.py).
     from si.daemon.instance import Instance
-    from si.daemon.pipe import OutputPipe
 
 log = logging.getLogger("si.hub.api")
 
@@ -444,21 +444,26 @@ class Api:
             offset = int(offset_header) if offset_header else None
         except ValueError:
             raise ApiError(400, "x-si-offset must be a byte offset") from None
-        reader = pipe.attach(offset)
+        # A re-adopted runner's offsets are known once its link is up (a second or so).
+        await pipe.wait_known()
         try:
-            await response.start(
-                200,
-                [
-                    ("content-type", "application/octet-stream"),
-                    ("x-si-offset", str(reader.position)),
-                ],
-            )
-            while (data := await pipe.read(reader)) is not None:
-                await response.write(data)
-                pipe.delivered(reader, len(data))
-            await response.end()
+            reader = pipe.attach(offset)
+        except OffsetError as exc:
+            raise ApiError(400, str(exc)) from None
+        try:
+            with reader.scope:
+                await response.start(
+                    200,
+                    [
+                        ("content-type", "application/octet-stream"),
+                        ("x-si-offset", str(reader.position)),
+                    ],
+                )
+                await _copy_to_response(pipe, reader, response)
+                await response.end()
         finally:
             pipe.detach(reader)
+        _note_cut_off(request, reader)
 
     async def file_stream(self, request: Request, response: Response) -> None:
         """stdout, stderr and log: the retained history, then new bytes as they are written.
@@ -595,28 +600,41 @@ class Api:
         with trio.move_on_after(CONNECT_TIMEOUT):
             await _wait_established(instance)
         pipe = instance.output
+        await pipe.wait_known()
         reader = pipe.attach()
         try:
-            await response.start(200, [("content-type", "application/octet-stream")])
-            async with trio.open_nursery() as nursery:
-
-                async def feed_input() -> None:
-                    async with self._input_locks.setdefault(instance.id, trio.Lock()):
-                        if runner_link.link.outbound[Channel.INPUT].next_offset == 0:
-                            content_type = request.header("content-type", "text/plain")
-                            header = f"Content-Type: {content_type}\r\n\r\n".encode()
-                            await runner_link.send(Channel.INPUT, header)
-                        async for chunk in request.body():
-                            await runner_link.send(Channel.INPUT, chunk)
-
-                nursery.start_soon(feed_input)
-                while (data := await pipe.read(reader)) is not None:
-                    await response.write(data)
-                    pipe.delivered(reader, len(data))
-                nursery.cancel_scope.cancel()
-            await response.end()
+            with reader.scope:
+                await self._inout(request, response, instance, pipe, reader)
         finally:
             pipe.detach(reader)
+        _note_cut_off(request, reader)
+
+    async def _inout(
+        self,
+        request: Request,
+        response: Response,
+        instance: Instance,
+        pipe: OutputPipe,
+        reader: PipeReader,
+    ) -> None:
+        runner_link = instance.runner_link
+        assert runner_link is not None
+        await response.start(200, [("content-type", "application/octet-stream")])
+        async with trio.open_nursery() as nursery:
+
+            async def feed_input() -> None:
+                async with self._input_locks.setdefault(instance.id, trio.Lock()):
+                    if runner_link.link.outbound[Channel.INPUT].next_offset == 0:
+                        content_type = request.header("content-type", "text/plain")
+                        header = f"Content-Type: {content_type}\r\n\r\n".encode()
+                        await runner_link.send(Channel.INPUT, header)
+                    async for chunk in request.body():
+                        await runner_link.send(Channel.INPUT, chunk)
+
+            nursery.start_soon(feed_input)
+            await _copy_to_response(pipe, reader, response)
+            nursery.cancel_scope.cancel()
+        await response.end()
 
     async def instance_stdin(self, request: Request, response: Response) -> None:
         """Bytes for the sequence's stdin (the runner acknowledges them as it takes them)."""
@@ -726,3 +744,18 @@ async def _wait_established(instance: Instance) -> None:
     runner_link = instance.runner_link
     while runner_link is not None and not runner_link.link.established and not instance.exited:
         await runner_link.connected.wait()
+
+
+async def _copy_to_response(pipe: OutputPipe, reader: PipeReader, response: Response) -> None:
+    """Write the pipe from the reader's position to its end; each byte counts as delivered
+    once the socket took it."""
+    while (data := await pipe.read(reader)) is not None:
+        await response.write(data)
+        pipe.delivered(reader, len(data))
+
+
+def _note_cut_off(request: Request, reader: PipeReader) -> None:
+    """A reader the pipe cut off: its response stays unterminated, so the client sees a broken
+    stream (a follower resumes by offset if the bytes are still held), and the log says why."""
+    if reader.cut_off is not None:
+        log.warning("%s cut off at offset %d: %s", request.path, reader.position, reader.cut_off)

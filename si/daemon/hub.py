@@ -27,6 +27,7 @@ import trio.lowlevel
 from si.daemon.feed import Feed
 from si.daemon.node import NodeNotFound, node_runner_argv, node_spare_argv
 from si.daemon.options import HubOptions
+from si.daemon.pipe import LagLimit
 from si.daemon.sequences import Sequence, load_sequences
 from si.daemon.spawn import Spawner, SpawnError
 from si.daemon.topics import DEFAULT_CONTENT_TYPE, MessageSplitter, Topic, TopicError, Topics
@@ -64,6 +65,7 @@ class ApiError(Exception):
 class Hub:
     def __init__(self, options: HubOptions, paths: HubPaths) -> None:
         self.options = options
+        self.lag_limit = LagLimit(options.reader_lag_bytes, options.reader_lag_seconds)
         self.paths = paths
         self.sequences: dict[str, Sequence] = {}
         self.instances: dict[str, Instance] = {}
@@ -94,7 +96,7 @@ class Hub:
         for directory in directories:
             try:
                 record = read_json(directory / "instance.json")
-                instance = Instance(directory, record, known_link=False)
+                instance = Instance(directory, record, known_link=False, lag_limit=self.lag_limit)
             except Exception as exc:
                 # Only this instance suffers: it is listed as lost, its runner left alone.
                 log.warning("instance %s: unreadable record (%s)", directory.name, exc)
@@ -258,7 +260,7 @@ class Hub:
         )
         from si.daemon.instance import Instance
 
-        instance = Instance(directory, record, known_link=True)
+        instance = Instance(directory, record, known_link=True, lag_limit=self.lag_limit)
         instance.on_event = self.broadcast_event
         instance.on_topics = self.route_instance
         instance.save()
@@ -362,7 +364,9 @@ class Hub:
         and the topic's head is recorded: after a hub crash its runner resends the rest.
         """
         pipe = instance.output
-        reader = pipe.attach()
+        await pipe.wait_known()
+        # Internal: it reads ahead and acknowledges at the topic's pace, so it is never cut off.
+        reader = pipe.attach(lag_limited=False)
         cursor = reader.position  # read ahead of what is acknowledged
         splitter = MessageSplitter(topic.content_type)
         # (topic offset, output offset): output to acknowledge once the topic committed it.

@@ -29,7 +29,7 @@ from typing import Any
 import trio
 
 from si.daemon.events import EventBoard
-from si.daemon.pipe import OutputPipe
+from si.daemon.pipe import LagLimit, OutputPipe
 from si.daemon.runner_link import RunnerLink
 from si.fsutil import read_json, write_json_atomic
 from si.protocol.frames import Channel
@@ -62,6 +62,11 @@ EXIT_MEANINGS: dict[int, tuple[str, str]] = {
 KILL_GRACE = 5.0
 # How long to wait for the keeper's record of a runner's exit status once the runner is gone.
 WAIT_STATUS_TIMEOUT = 0.5
+# After re-adoption, consumed output is kept this long (at most RESUME_HOLD_BYTES of it) so
+# every follower cut by the restart can resume, not only the first to come back. Followers
+# retry within ~0.5 s of the hub answering (si.client's backoff), well inside this.
+RESUME_HOLD_SECONDS = 10.0
+RESUME_HOLD_BYTES = 8 << 20
 
 LIVE_STATUSES = ("starting", "running", "stopping", "killing")
 
@@ -79,7 +84,14 @@ def iso(timestamp: float | None) -> str | None:
 class Instance:
     """Record plus live state of one instance; driven by the Supervisor and the API."""
 
-    def __init__(self, directory: Path, record: dict[str, Any], *, known_link: bool) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        record: dict[str, Any],
+        *,
+        known_link: bool,
+        lag_limit: LagLimit | None = None,
+    ) -> None:
         self.directory = directory
         self.id: str = record["id"]
         self.sequence_id: str = record["sequence_id"]
@@ -97,7 +109,9 @@ class Instance:
         self.identity: ProcessIdentity | None = None
         self.pidfd: int | None = None
         self.token: str = record.get("token", "")
-        self.output = OutputPipe(self._output_consumed)
+        # A re-adopted runner's output offsets are learnt from its handshake: until then
+        # readers wait rather than be numbered from 0.
+        self.output = OutputPipe(self._output_consumed, known=known_link, lag_limit=lag_limit)
         self.ready = trio.Event()
         self.finished = trio.Event()
         self.exited = False
@@ -332,8 +346,12 @@ class Instance:
         # A hub that adopted a running runner starts its pipe where the runner's unconsumed
         # output begins; offsets then match those its followers resume from.
         base = received.get(Channel.OUTPUT, 0)
-        if self.output.tail == self.output.head and self.output.tail < base:
-            self.output.rebase(base)
+        pipe = self.output
+        if not pipe.known:
+            pipe.rebase(base)
+            pipe.hold(RESUME_HOLD_SECONDS, RESUME_HOLD_BYTES)
+        elif pipe.tail == pipe.head and pipe.tail < base:
+            pipe.rebase(base)
 
     def on_output(self, data: bytes) -> None:
         self.output.append(data)

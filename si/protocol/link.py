@@ -355,11 +355,17 @@ class Link:
 
     def _maybe_ack(self, channel: int, inbound: Inbound) -> None:
         # Acknowledge once a quarter of the window is consumed, or when the reader caught up:
-        # few ACKs on a fast stream, and a slow trickle is never left waiting for credit.
+        # few ACKs on a fast stream, and a slow trickle is never left waiting for credit. When
+        # the sender has most of its window out (a slow reader holds it back), every consumed
+        # byte is reported at once: waiting for a quarter would stall the sender needlessly.
         unreported = inbound.consumed - inbound.acked
         if unreported <= 0 or not self.established:
             return
-        if unreported >= inbound.window // 4 or inbound.consumed == inbound.received:
+        if (
+            unreported >= inbound.window // 4
+            or inbound.consumed == inbound.received
+            or inbound.received - inbound.acked >= inbound.window * 3 // 4
+        ):
             inbound.acked = inbound.consumed
             self._pending.append(HEADER.pack(FrameKind.ACK, channel, 0, 0, inbound.consumed))
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
-from si.daemon.pipe import OutputPipe
+from si.daemon.pipe import LagLimit, OffsetError, OutputPipe
 
 
 def make_pipe(base: int = 0) -> tuple[OutputPipe, list[int]]:
@@ -100,3 +101,140 @@ async def test_closing_ends_readers_without_an_end_marker(
     pipe.close()
     await trio.sleep(1)
     assert result == [b"partial"]
+
+
+# -- re-adoption: unknown base, resume hold ------------------------------------------------
+
+
+async def test_readers_of_an_unknown_pipe_wait_for_its_base(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A reader arriving while the hub re-adopts the runner must not be numbered from 0.
+    consumed: list[int] = []
+    pipe = OutputPipe(consumed.append, known=False)
+    with pytest.raises(RuntimeError):
+        pipe.attach()
+    starts: list[int] = []
+
+    async def fresh_reader() -> None:
+        await pipe.wait_known()
+        reader = pipe.attach()
+        starts.append(reader.position)
+        data = await pipe.read(reader)
+        assert data == b"101\n"
+
+    nursery.start_soon(fresh_reader)
+    await trio.sleep(1)
+    assert starts == []
+    pipe.rebase(1000)
+    pipe.append(b"101\n")
+    await trio.sleep(1)
+    assert starts == [1000]
+
+
+async def test_a_hold_keeps_consumed_bytes_for_the_second_follower() -> None:
+    pipe, consumed = make_pipe(base=100)
+    pipe.hold(10, bound=1000)
+    pipe.append(b"0123456789")
+    first = pipe.attach(104)
+    data = await pipe.read(first)
+    pipe.delivered(first, len(data))
+    pipe.detach(first)
+    assert sum(consumed) == 10  # the runner may go on...
+    second = pipe.attach(102)  # ...and the follower that came back later still finds its bytes
+    assert second.position == 102
+    assert await pipe.read(second) == b"23456789"
+
+
+async def test_a_hold_at_its_bound_stops_the_head_until_it_expires(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    pipe, consumed = make_pipe()
+    pipe.hold(5, bound=4)
+    pipe.append(b"0123456789")
+    reader = pipe.attach()
+    pipe.delivered(reader, len(await pipe.read(reader)))
+    assert consumed == [4]  # no more than the bound is consumed while held
+    with trio.move_on_after(10):
+        await pipe.read(reader)  # waits at the tail: the hold's deadline releases the rest
+    assert sum(consumed) == 10
+    assert pipe.floor == 10
+
+
+# -- offsets ---------------------------------------------------------------------------------
+
+
+async def test_offsets_that_can_never_be_served_are_refused() -> None:
+    pipe, _ = make_pipe(base=100)
+    pipe.append(b"abc")
+    with pytest.raises(OffsetError):
+        pipe.attach(-1)
+    with pytest.raises(OffsetError):
+        pipe.attach(103 + (1 << 20) + 1)  # more than a window past the tail
+    assert pipe.attach(103 + 10).position == 113  # may still come: it waits
+    pipe.end()
+    with pytest.raises(OffsetError):
+        pipe.attach(104)  # the stream ended at 103
+
+
+# -- lag limit -------------------------------------------------------------------------------
+
+
+def lagged_pipe(max_bytes: int = 10, max_seconds: float = 5) -> tuple[OutputPipe, list[int]]:
+    consumed: list[int] = []
+    return OutputPipe(consumed.append, lag_limit=LagLimit(max_bytes, max_seconds)), consumed
+
+
+async def test_a_reader_too_many_bytes_behind_is_cut_off_and_the_others_go_on() -> None:
+    pipe, consumed = lagged_pipe(max_bytes=10)
+    fast, stopped = pipe.attach(), pipe.attach()
+    pipe.append(b"x" * 8)
+    pipe.delivered(fast, len(await pipe.read(fast)))
+    assert stopped.cut_off is None
+    assert consumed == []
+    pipe.append(b"y" * 8)
+    pipe.delivered(fast, len(await pipe.read(fast)))
+    assert stopped.cut_off is not None
+    assert "16 bytes behind" in stopped.cut_off
+    assert stopped.scope.cancel_called
+    assert consumed == [16]  # the producer is no longer held back by it
+
+
+async def test_a_reader_whose_next_byte_waited_too_long_is_cut_off(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    pipe, consumed = lagged_pipe(max_bytes=1000, max_seconds=5)
+    fast, stopped = pipe.attach(), pipe.attach()
+    pipe.append(b"abc")
+    pipe.delivered(fast, len(await pipe.read(fast)))
+
+    async def wait_for_more() -> None:
+        await pipe.read(fast)
+
+    nursery.start_soon(wait_for_more)
+    await trio.sleep(4.9)
+    assert stopped.cut_off is None
+    await trio.sleep(0.2)
+    assert stopped.cut_off is not None
+    assert "waited" in stopped.cut_off
+    assert consumed == [3]
+
+
+async def test_a_lone_slow_reader_is_backpressure_never_cut_off(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    pipe, consumed = lagged_pipe(max_bytes=1, max_seconds=1)
+    reader = pipe.attach()
+    pipe.append(b"0123456789")
+    await trio.sleep(60)
+    pipe.delivered(reader, 2)
+    assert reader.cut_off is None
+    assert consumed == [2]
+
+
+async def test_an_internal_reader_is_never_cut_off() -> None:
+    pipe, _ = lagged_pipe(max_bytes=2)
+    fast, internal = pipe.attach(), pipe.attach(lag_limited=False)
+    pipe.append(b"0123456789")
+    pipe.delivered(fast, len(await pipe.read(fast)))
+    assert internal.cut_off is None

@@ -432,29 +432,47 @@ def test_writable_shrinks_and_reopens_only_after_consume() -> None:
 
     hub.send(INPUT, b"a" * 30)
     assert hub.writable(INPUT) == 70
-    hub.send(INPUT, b"b" * 70)
-    assert hub.writable(INPUT) == 0
+    hub.send(INPUT, b"b" * 20)
+    assert hub.writable(INPUT) == 50
     assert wire.pump()
-    assert received(wire.take("runner"), INPUT) == b"a" * 30 + b"b" * 70
+    assert received(wire.take("runner"), INPUT) == b"a" * 30 + b"b" * 20
     # Delivered is not enough: the window opens only when the application consumes.
-    assert hub.writable(INPUT) == 0
+    assert hub.writable(INPUT) == 50
     assert wire.take("hub") == []
 
+    # With half the window out, a small consumption is not worth an ACK yet...
     runner.consume(INPUT, 10)
     assert wire.pump()
-    assert hub.writable(INPUT) == 0
+    assert hub.writable(INPUT) == 50
     assert wire.take("hub") == []
 
+    # ...a quarter of the window is.
     runner.consume(INPUT, 15)
     assert wire.pump()
     assert wire.take("hub") == [WindowOpened(INPUT)]
-    assert hub.writable(INPUT) == 25
+    assert hub.writable(INPUT) == 75
 
-    runner.consume(INPUT, 75)
+    runner.consume(INPUT, 25)
     assert wire.pump()
     assert wire.take("hub") == [WindowOpened(INPUT)]
     assert hub.writable(INPUT) == 100
     assert not hub.outbound[INPUT].replay
+
+
+def test_a_sender_with_most_of_its_window_out_hears_of_every_consumed_byte() -> None:
+    # A slow reader consuming a little at a time must not leave the sender stalled until a
+    # quarter of the window has been consumed.
+    wire = connected(window=100)
+    hub, runner = wire.hub, wire.runner
+    hub.send(INPUT, b"x" * 100)
+    assert wire.pump()
+    wire.take("runner")
+    assert hub.writable(INPUT) == 0
+
+    runner.consume(INPUT, 1)
+    assert wire.pump()
+    assert wire.take("hub") == [WindowOpened(INPUT)]
+    assert hub.writable(INPUT) == 1
 
 
 def test_writable_never_goes_negative() -> None:
@@ -484,6 +502,21 @@ def test_windows_are_per_channel() -> None:
 
 
 def test_acks_are_paced_to_a_quarter_of_the_window() -> None:
+    # Less than three quarters of the window out: the sender is not near a stall.
+    wire = connected(window=64)
+    wire.hub.send(INPUT, bytes(40))
+    assert wire.pump()
+
+    for _ in range(40):
+        wire.runner.consume(INPUT, 1)
+        assert wire.pump()
+
+    acks = wire.take_sent("runner", FrameKind.ACK)
+    assert [(f.channel, f.offset) for f in acks] == [(INPUT, 16), (INPUT, 32), (INPUT, 40)]
+    assert wire.take("hub") == [WindowOpened(INPUT)] * 3
+
+
+def test_a_nearly_stalled_sender_is_acked_byte_by_byte_until_it_has_room() -> None:
     wire = connected(window=64)
     wire.hub.send(INPUT, bytes(64))
     assert wire.pump()
@@ -492,14 +525,9 @@ def test_acks_are_paced_to_a_quarter_of_the_window() -> None:
         wire.runner.consume(INPUT, 1)
         assert wire.pump()
 
-    acks = wire.take_sent("runner", FrameKind.ACK)
-    assert [(f.channel, f.offset) for f in acks] == [
-        (INPUT, 16),
-        (INPUT, 32),
-        (INPUT, 48),
-        (INPUT, 64),
-    ]
-    assert wire.take("hub") == [WindowOpened(INPUT)] * 4
+    acks = [f.offset for f in wire.take_sent("runner", FrameKind.ACK)]
+    # Every byte while 48 or more were out, then a quarter of the window at a time.
+    assert acks == [*range(1, 18), 33, 49, 64]
 
 
 def test_a_reader_that_caught_up_acks_at_once() -> None:

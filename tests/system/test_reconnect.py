@@ -14,11 +14,13 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from si.client import HubClient, HubError
 from si.runner.identity import ProcessIdentity
 from si.testing import HubProcess, python_package, wait_for
+from tests.system.conftest import hub_http
 
 pytestmark = pytest.mark.system
 
@@ -310,3 +312,106 @@ def test_kill_on_exit_ends_instances_with_the_hub(home: Path) -> None:
         wait_for(lambda: not runner.is_alive(), timeout=5)
     finally:
         hub.close()
+
+
+class OffsetReader(threading.Thread):
+    """A reader that reconnects only when told to, at the offset it reached: a second
+    follower that comes back well after the first one already moved on."""
+
+    def __init__(self, hub: HubProcess, instance: str) -> None:
+        super().__init__(daemon=True)
+        self.hub = hub
+        self.path = f"/instance/{instance}/output"
+        self.data = bytearray()
+        self.start_offset: int | None = None
+        self.broken = threading.Event()
+        self.resume = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._read({})
+            self.broken.set()
+            self.resume.wait(30)
+            assert self.start_offset is not None
+            self._read({"x-si-offset": str(self.start_offset + len(self.data))})
+        except BaseException as exc:
+            self.error = exc
+
+    def _read(self, headers: dict[str, str]) -> None:
+        with hub_http(self.hub) as http:
+            try:
+                with http.stream("GET", self.path, headers=headers, timeout=60) as response:
+                    assert response.status_code == 200
+                    start = int(response.headers["x-si-offset"])
+                    if self.start_offset is None:
+                        self.start_offset = start
+                    expected = self.start_offset + len(self.data)
+                    assert start == expected, f"resumed at {start}, asked for {expected}"
+                    for chunk in response.iter_bytes():
+                        self.data += chunk
+            except httpx.TransportError:
+                if not headers:
+                    return  # cut by the crash: resume later
+                raise
+
+    def numbers(self) -> list[int]:
+        return [int(n) for n in self.data.split()]
+
+
+def fresh_read(hub: HubProcess, instance: str, seconds: float) -> tuple[int, bytes]:
+    """Read an output for a moment without an offset: (the offset it started at, the bytes)."""
+    data = bytearray()
+    with (
+        hub_http(hub) as http,
+        http.stream("GET", f"/instance/{instance}/output", timeout=30) as response,
+    ):
+        assert response.status_code == 200
+        start = int(response.headers["x-si-offset"])
+        deadline = time.monotonic() + seconds
+        for chunk in response.iter_bytes():
+            data += chunk
+            if time.monotonic() > deadline:
+                break
+    return start, bytes(data)
+
+
+def whole_lines(data: bytes, start: int) -> list[int]:
+    """The numbers of a fresh reader: it may start and stop inside a line."""
+    lines = data.split(b"\n")
+    if start > 0:
+        lines = lines[1:]  # may be the second half of a line
+    return [int(line) for line in lines[:-1]]
+
+
+def test_every_follower_and_every_reader_arriving_during_readoption_sees_no_gap_and_no_repeat(
+    hub: HubProcess,
+) -> None:
+    client = HubClient(hub.address)
+    [instance] = start_counters(client, 1, length=15_000, delays=["0.0001"])
+    first = Follower(hub.address, instance)
+    second = OffsetReader(hub, instance)
+    first.start()
+    second.start()
+    wait_for(lambda: len(first.data) > 1000 and len(second.data) > 1000)
+    hub.crash()
+    assert second.broken.wait(10)
+    hub.start()
+    # Readers without an offset, arriving while the hub re-adopts the runner.
+    fresh = [fresh_read(hub, instance, 0.3) for _ in range(3)]
+    # The second follower comes back only once the first one has read on well past it.
+    mark = len(first.data)
+    wait_for(lambda: len(first.data) > mark + 20_000, timeout=20)
+    second.resume.set()
+    for start, data in fresh:
+        assert start > 0  # numbered where the runner's stream is, never from 0 again
+        numbers = whole_lines(data, start)
+        assert numbers, "a fresh reader got nothing"
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    first.join(60)
+    second.join(60)
+    assert first.error is None, first.error
+    assert second.error is None, second.error
+    for numbers in (first.numbers(), second.numbers()):
+        # Each from where it attached (the head), to the end: no gap, no repeat.
+        assert numbers == list(range(numbers[0], 15_000))

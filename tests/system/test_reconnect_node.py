@@ -77,6 +77,10 @@ test_kill_on_exit_ends_instances_with_the_hub = _rebind(
     "test_kill_on_exit_ends_instances_with_the_hub"
 )
 
+test_every_follower_and_every_reader_arriving_during_readoption_sees_no_gap_and_no_repeat = _rebind(
+    "test_every_follower_and_every_reader_arriving_during_readoption_sees_no_gap_and_no_repeat"
+)
+
 
 def test_every_reconnect_test_is_run_for_javascript_too() -> None:
     names = {name for name in vars(reconnect) if name.startswith("test_")}

@@ -367,10 +367,15 @@ class Link {
 
   _maybeAck(channel, inbound) {
     // Acknowledge once a quarter of the window is consumed, or when the reader caught up:
-    // few ACKs on a fast stream, and a slow trickle is never left waiting for credit.
+    // few ACKs on a fast stream, and a slow trickle is never left waiting for credit. A sender
+    // with three quarters of its window out hears of every consumed byte at once.
     const unreported = inbound.consumed - inbound.acked;
     if (unreported <= 0 || !this.established) return;
-    if (unreported >= Math.floor(inbound.window / 4) || inbound.consumed === inbound.received) {
+    if (
+      unreported >= Math.floor(inbound.window / 4) ||
+      inbound.consumed === inbound.received ||
+      inbound.received - inbound.acked >= Math.floor((inbound.window * 3) / 4)
+    ) {
       inbound.acked = inbound.consumed;
       this.pending.push(encodeHeader(Kind.ACK, channel, 0, inbound.consumed));
     }
