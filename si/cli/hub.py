@@ -48,6 +48,12 @@ home_option = click.option(
     help="How long a finished instance stays readable (default 180).",
 )
 @click.option(
+    "--max-package-size",
+    metavar="SIZE",
+    callback=lambda _ctx, _param, value: _size(value),
+    help="Largest package upload accepted, e.g. 512M (the default) or 2G.",
+)
+@click.option(
     "-d",
     "--detach",
     is_flag=True,
@@ -59,11 +65,12 @@ def serve(
     host: str | None,
     kill_on_exit: bool,
     retention: float | None,
+    max_package_size: int | None,
     detach: bool,
 ) -> None:
     """Run the hub (in the foreground until interrupted, or in the background with -d)."""
     if detach:
-        _serve_detached(home, port, host, kill_on_exit, retention)
+        _serve_detached(home, port, host, kill_on_exit, retention, max_package_size)
         return
     import gc
 
@@ -77,6 +84,7 @@ def serve(
         "port": port,
         "host": host,
         "retention": retention,
+        "max_package_size": max_package_size,
     }
     options = HubOptions(
         kill_on_exit=kill_on_exit,
@@ -91,6 +99,7 @@ def _serve_detached(
     host: str | None,
     kill_on_exit: bool,
     retention: float | None,
+    max_package_size: int | None,
 ) -> None:
     from si.cli import hubctl
 
@@ -106,6 +115,8 @@ def _serve_detached(
         args.append("--kill-on-exit")
     if retention is not None:
         args += ["--retention", repr(retention)]
+    if max_package_size is not None:
+        args += ["--max-package-size", str(max_package_size)]
     pid = hubctl.detach(args, paths)
     render.message(f"hub started in the background (pid {pid}); stop it with 'si hub stop'")
     cli = state()
@@ -113,6 +124,17 @@ def _serve_detached(
         cli.renderer.show({"SI_HUB": str(paths.socket), "pid": pid})
     else:
         render.write_line(f"export SI_HUB={shlex.quote(str(paths.socket))}")
+
+
+def _size(value: str | None) -> int | None:
+    if value is None:
+        return None
+    from si.daemon.options import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @command(app, "stop", example=["si hub stop --home /tmp/h"])

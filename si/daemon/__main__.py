@@ -16,7 +16,12 @@ def main(argv: list[str]) -> int:
     # long as the hub: collecting while they are made costs ~5 ms and frees little. run_hub
     # turns the collector back on once the hub answers.
     gc.disable()
-    from si.daemon.options import DEFAULT_RETENTION_SECONDS, HubOptions
+    from si.daemon.options import (
+        DEFAULT_MAX_PACKAGE_SIZE,
+        DEFAULT_RETENTION_SECONDS,
+        HubOptions,
+        parse_size,
+    )
     from si.daemon.serve import serve_hub
 
     parser = argparse.ArgumentParser(prog="python -m si.daemon", description=__doc__)
@@ -25,6 +30,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("-K", "--kill-on-exit", action="store_true")
     parser.add_argument("--retention", type=float, default=DEFAULT_RETENTION_SECONDS)
+    parser.add_argument("--max-package-size", type=parse_size, default=DEFAULT_MAX_PACKAGE_SIZE)
     args = parser.parse_args(argv)
     options = HubOptions(
         home=args.home,
@@ -32,6 +38,7 @@ def main(argv: list[str]) -> int:
         host=args.host,
         kill_on_exit=args.kill_on_exit,
         retention=args.retention,
+        max_package_size=args.max_package_size,
     )
     return serve_hub(options)
 

@@ -7,6 +7,29 @@ from pathlib import Path
 
 # How long a finished instance's output, logs and status stay readable (STH's default 180 s).
 DEFAULT_RETENTION_SECONDS = 180.0
+# The largest package upload (compressed bytes) the hub reads; a larger one is refused with 413
+# as soon as its size is known. Half the unpacked limit (si.package.unpack): room for any real
+# sequence with its dependencies, yet a runaway upload cannot take a disk's last gigabytes.
+DEFAULT_MAX_PACKAGE_SIZE = 512 << 20
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """``"512M"`` -> 536870912: bytes, or binary K/M/G units (an ``i`` and ``B`` may follow).
+
+    Raises:
+        ValueError: not a positive size.
+    """
+    cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = cleaned[-1:] if cleaned[-1:] in SIZE_UNITS else ""
+    number = cleaned[: len(cleaned) - len(unit)].strip()
+    try:
+        value = int(float(number) * SIZE_UNITS[unit])
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (use bytes or K, M, G: 512M)") from None
+    if value <= 0:
+        raise ValueError(f"a size must be positive: {text!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -19,6 +42,7 @@ class HubOptions:
         host: the TCP address to bind when ``port`` is given.
         kill_on_exit: kill every instance when the hub stops (STH's ``-K``).
         retention: seconds a finished instance stays readable before it is removed.
+        max_package_size: the largest package upload accepted, in bytes (compressed).
     """
 
     home: Path | None = None
@@ -26,3 +50,4 @@ class HubOptions:
     host: str = "127.0.0.1"
     kill_on_exit: bool = False
     retention: float = DEFAULT_RETENTION_SECONDS
+    max_package_size: int = DEFAULT_MAX_PACKAGE_SIZE

@@ -69,18 +69,22 @@ class Sequence:
         }
 
 
-def store_upload(root: Path, sequence_id: str, archive: Path, package_size: int) -> Sequence:
-    """Unpack ``archive`` as sequence ``sequence_id``; blocking, run it in a thread.
+def store_upload(
+    root: Path, sequence_id: str, archive: Path, package_size: int, *, max_bytes: int
+) -> Sequence:
+    """Unpack ``archive`` as sequence ``sequence_id``, at most ``max_bytes`` unpacked; blocking,
+    run it in a thread.
 
     Raises:
         PackageError: the package is refused; nothing is left on disk.
+        OSError: it could not be written (a full disk); nothing is left on disk.
     """
     from si.package.unpack import safe_extract  # tarfile and gzip: not needed to start a hub
 
     staging = root / f"{NEW_PREFIX}{sequence_id}"
     staging.mkdir(mode=0o700)
     try:
-        manifest = safe_extract(archive, staging / "package")
+        manifest = safe_extract(archive, staging / "package", max_bytes=max_bytes)
         created = time.time()
         write_json_atomic(
             staging / "sequence.json",
