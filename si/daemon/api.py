@@ -350,7 +350,7 @@ class Api:
         sequence = self._sequence(request, "Sequence with id: {id} not found")
         if any(i in self.hub.instances for i in sequence.instances):
             raise ApiError(409, "Can't update sequence with instances")
-        replacement = await self._store_upload(request, str(uuid.uuid4()))
+        replacement = await self._store_upload(request, str(uuid.uuid4()), label=sequence.id)
         await trio.to_thread.run_sync(remove_sequence, sequence)
         final = await trio.to_thread.run_sync(rename_sequence, replacement, sequence.id)
         self.hub.sequences[sequence.id] = final
@@ -372,7 +372,9 @@ class Api:
         self.hub.warm_keeper()  # a start usually follows an upload
         await response.json(200, {"id": sequence.id})
 
-    async def _store_upload(self, request: Request, sequence_id: str) -> Sequence:
+    async def _store_upload(
+        self, request: Request, sequence_id: str, label: str | None = None
+    ) -> Sequence:
         """Receive a package body and store it as ``sequence_id``.
 
         Checked while it streams, and refused as soon as it is known to be bad, reading no
@@ -381,12 +383,14 @@ class Api:
         on the disk (507). Whatever was written of a refused upload is removed.
         """
         try:
-            return await self._receive_package(request, sequence_id)
+            return await self._receive_package(request, sequence_id, label)
         except ApiError:
             request.abandon_body()
             raise
 
-    async def _receive_package(self, request: Request, sequence_id: str) -> Sequence:
+    async def _receive_package(
+        self, request: Request, sequence_id: str, label: str | None
+    ) -> Sequence:
         from si.package.unpack import MAX_PACKAGE_BYTES
 
         content_type = request.content_type
@@ -419,7 +423,7 @@ class Api:
             # Unpacked, a package may be larger than sent: at least the standing limit.
             unpacked = max(MAX_PACKAGE_BYTES, 2 * limit)
             return await trio.to_thread.run_sync(
-                functools.partial(store_upload, max_bytes=unpacked),
+                functools.partial(store_upload, max_bytes=unpacked, label=label),
                 root,
                 sequence_id,
                 upload,

@@ -4,6 +4,7 @@ further, and leaves nothing behind. Real hub, real HTTP over its Unix socket."""
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import socket
 from collections.abc import Iterator
@@ -125,3 +126,14 @@ def test_seq_send_of_a_non_package_prints_one_error_line(hub: HubProcess, tmp_pa
     big.write_bytes(gzip.compress(os.urandom(2 * LIMIT)))
     message = one_error_line(Cli(hub.address, session).run("seq", "send", str(big)))
     assert "max-package-size" in message
+
+
+@pytest.mark.timeout(30)
+def test_an_update_keeps_the_id_and_its_record_names_it(hub: HubProcess) -> None:
+    client = HubClient(hub.address)
+    sequence = client.send_sequence(python_package("def run(c, i): pass\n"))["id"]
+    replaced = client.update_sequence(sequence, python_package("def run(c, i): return i\n"))
+    assert replaced == {"id": sequence}
+    record = json.loads((hub.home / "sequences" / sequence / "sequence.json").read_bytes())
+    assert record["id"] == sequence
+    assert leftovers(hub) == [sequence]
