@@ -14,6 +14,7 @@ import trio
 
 from si.daemon.instance import PING, Instance
 from si.daemon.state_files import RETRY_INTERVAL, StateFiles
+from si.daemon.topics import Topics
 from si.fsutil import write_json_atomic
 from tests.full_disk import fill, small_disk, temp_files
 
@@ -83,3 +84,28 @@ async def test_a_runner_ping_on_a_full_disk_is_recorded_later(disk: Path) -> Non
     filler.unlink()
     assert instance.state_files.flush()
     assert stored(directory / "instance.json")["status"] == "running"
+
+
+async def test_topic_producers_are_not_acknowledged_past_an_unsaved_head(
+    disk: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    topics = Topics(disk / "topics.json", StateFiles())
+    topic = topics.get_or_create("t", "text/plain")
+    filler = fill(disk)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(topics.state_files.keep_retrying)
+        nursery.start_soon(topics.keep_committed)
+        await topic.publish(b"one\ntwo\n")
+        reader = topic.pipe.attach()
+        data = await topic.pipe.read(reader)
+        assert data is not None
+        topic.pipe.delivered(reader, len(data))  # consumed: the head moves to 8
+        await trio.sleep(5 * RETRY_INTERVAL)
+        assert topic.committed == 0  # a restarted hub would start the topic at 0
+        filler.unlink()
+        await trio.sleep(2 * RETRY_INTERVAL)
+        assert topic.committed == 8
+        assert stored(disk / "topics.json")["topics"] == {
+            "t": {"contentType": "text/plain", "head": 8, "producers": {}}
+        }
+        nursery.cancel_scope.cancel()
