@@ -60,26 +60,23 @@ home_option = click.option(
     help="Cut off an output reader whose next byte waited this long (default 10).",
 )
 @click.option(
+    "--max-package-size",
+    metavar="SIZE",
+    callback=lambda _ctx, _param, value: _size(value),
+    help="Largest package upload accepted, e.g. 512M (the default) or 2G.",
+)
+@click.option(
     "-d",
     "--detach",
     is_flag=True,
     help="Run in the background; print 'export SI_HUB=...' once the hub answers.",
 )
-def serve(
-    home: str | None,
-    port: int | None,
-    host: str | None,
-    kill_on_exit: bool,
-    retention: float | None,
-    reader_lag_bytes: int | None,
-    reader_lag_seconds: float | None,
-    detach: bool,
-) -> None:
+def serve(home: str | None, kill_on_exit: bool, detach: bool, **tuning: Any) -> None:
     """Run the hub (in the foreground until interrupted, or in the background with -d)."""
+    # Unset options are left out so HubOptions' own defaults stay the single source of truth.
+    given = {key: value for key, value in tuning.items() if value is not None}
     if detach:
-        _serve_detached(
-            home, port, host, kill_on_exit, retention, reader_lag_bytes, reader_lag_seconds
-        )
+        _serve_detached(home, kill_on_exit, given)
         return
     import gc
 
@@ -87,49 +84,26 @@ def serve(
     from si.daemon.options import HubOptions
     from si.daemon.serve import serve_hub
 
-    # Unset options are left out so HubOptions' own defaults stay the single source of truth.
-    given: dict[str, Any] = {
-        "home": Path(home) if home else None,
-        "port": port,
-        "host": host,
-        "retention": retention,
-        "reader_lag_bytes": reader_lag_bytes,
-        "reader_lag_seconds": reader_lag_seconds,
-    }
-    options = HubOptions(
-        kill_on_exit=kill_on_exit,
-        **{key: value for key, value in given.items() if value is not None},
-    )
+    options = HubOptions(home=Path(home) if home else None, kill_on_exit=kill_on_exit, **given)
     raise SystemExit(serve_hub(options))
 
 
-def _serve_detached(
-    home: str | None,
-    port: int | None,
-    host: str | None,
-    kill_on_exit: bool,
-    retention: float | None,
-    reader_lag_bytes: int | None,
-    reader_lag_seconds: float | None,
-) -> None:
+def _serve_detached(home: str | None, kill_on_exit: bool, given: dict[str, Any]) -> None:
+    """Start ``python -m si.daemon`` in the background with the same options: each one is
+    spelt there as here (``--reader-lag-bytes``), so they pass through by name."""
     from si.cli import hubctl
 
     paths = hub_paths(home)
     args: list[str] = []
     if home:
         args += ["--home", str(Path(home).absolute())]
-    if port is not None:
-        args += ["--port", str(port)]
-    if host:
-        args += ["--host", host]
     if kill_on_exit:
         args.append("--kill-on-exit")
-    if retention is not None:
-        args += ["--retention", repr(retention)]
-    if reader_lag_bytes is not None:
-        args += ["--reader-lag-bytes", str(reader_lag_bytes)]
-    if reader_lag_seconds is not None:
-        args += ["--reader-lag-seconds", repr(reader_lag_seconds)]
+    for key, value in given.items():
+        args += [
+            "--" + key.replace("_", "-"),
+            repr(value) if isinstance(value, float) else str(value),
+        ]
     pid = hubctl.detach(args, paths)
     render.message(f"hub started in the background (pid {pid}); stop it with 'si hub stop'")
     cli = state()
@@ -137,6 +111,17 @@ def _serve_detached(
         cli.renderer.show({"SI_HUB": str(paths.socket), "pid": pid})
     else:
         render.write_line(f"export SI_HUB={shlex.quote(str(paths.socket))}")
+
+
+def _size(value: str | None) -> int | None:
+    if value is None:
+        return None
+    from si.daemon.options import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @command(app, "stop", example=["si hub stop --home /tmp/h"])

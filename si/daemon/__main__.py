@@ -16,30 +16,23 @@ def main(argv: list[str]) -> int:
     # long as the hub: collecting while they are made costs ~5 ms and frees little. run_hub
     # turns the collector back on once the hub answers.
     gc.disable()
-    from si.daemon import options as defaults
-    from si.daemon.options import HubOptions
+    from si.daemon.options import HubOptions, parse_size
     from si.daemon.serve import serve_hub
 
-    parser = argparse.ArgumentParser(prog="python -m si.daemon", description=__doc__)
+    # Options left unset stay out of the namespace, so HubOptions' defaults apply; each option
+    # is named as its HubOptions field (``si hub serve --detach`` relies on that).
+    parser = argparse.ArgumentParser(
+        prog="python -m si.daemon", description=__doc__, argument_default=argparse.SUPPRESS
+    )
     parser.add_argument("--home", type=Path)
     parser.add_argument("--port", type=int)
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host")
     parser.add_argument("-K", "--kill-on-exit", action="store_true")
-    parser.add_argument("--retention", type=float, default=defaults.DEFAULT_RETENTION_SECONDS)
-    parser.add_argument("--reader-lag-bytes", type=int, default=defaults.DEFAULT_READER_LAG_BYTES)
-    parser.add_argument(
-        "--reader-lag-seconds", type=float, default=defaults.DEFAULT_READER_LAG_SECONDS
-    )
-    args = parser.parse_args(argv)
-    options = HubOptions(
-        home=args.home,
-        port=args.port,
-        host=args.host,
-        kill_on_exit=args.kill_on_exit,
-        retention=args.retention,
-        reader_lag_bytes=args.reader_lag_bytes,
-        reader_lag_seconds=args.reader_lag_seconds,
-    )
+    parser.add_argument("--retention", type=float)
+    parser.add_argument("--reader-lag-bytes", type=int)
+    parser.add_argument("--reader-lag-seconds", type=float)
+    parser.add_argument("--max-package-size", type=parse_size)
+    options = HubOptions(**vars(parser.parse_args(argv)))
     return serve_hub(options)
 
 

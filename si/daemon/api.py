@@ -7,6 +7,7 @@ kill of a Python instance ends it ``completed`` as it should.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ import trio
 import si
 from si.daemon.feed import Feed, now_ms
 from si.daemon.http import BodyError, Request, Response
-from si.daemon.hub import ApiError, Hub
+from si.daemon.hub import ApiError, Hub, storage_error
 from si.daemon.load import load_figures
 from si.daemon.pipe import OffsetError, OutputPipe, PipeReader
 from si.daemon.sequences import (
@@ -32,6 +33,7 @@ from si.daemon.sequences import (
 )
 from si.daemon.topics import DEFAULT_CONTENT_TYPE, MessageSplitter, Topic, TopicError
 from si.errors import PackageError
+from si.fsutil import is_disk_full, write_all
 from si.protocol.frames import Channel
 from si.segments import list_segments, offset_of_last_lines, read_from
 
@@ -52,6 +54,10 @@ CONNECT_TIMEOUT = 5.0
 FILE_POLL_FIRST = 0.01
 FILE_POLL_MAX = 0.2
 FILE_READ_SIZE = 256 * 1024
+
+# Every gzip stream starts with these two bytes: anything else is refused at its first chunk.
+GZIP_MAGIC = b"\x1f\x8b"
+NOT_GZIP = "not a sequence package: a package is a gzip-compressed tar archive (.tar.gz)"
 
 RouteHandler = Callable[[Request, Response], Awaitable[None]]
 
@@ -156,7 +162,12 @@ class Api:
                 continue
             request.params = match.groupdict()
             try:
-                await handler(request, response)
+                try:
+                    await handler(request, response)
+                except OSError as exc:
+                    if not is_disk_full(exc):
+                        raise
+                    raise storage_error(exc, "cannot write the hub's files") from exc
             except ApiError as exc:
                 if response.started:
                     raise
@@ -339,7 +350,7 @@ class Api:
         sequence = self._sequence(request, "Sequence with id: {id} not found")
         if any(i in self.hub.instances for i in sequence.instances):
             raise ApiError(409, "Can't update sequence with instances")
-        replacement = await self._store_upload(request, str(uuid.uuid4()))
+        replacement = await self._store_upload(request, str(uuid.uuid4()), label=sequence.id)
         await trio.to_thread.run_sync(remove_sequence, sequence)
         final = await trio.to_thread.run_sync(rename_sequence, replacement, sequence.id)
         self.hub.sequences[sequence.id] = final
@@ -361,29 +372,67 @@ class Api:
         self.hub.warm_keeper()  # a start usually follows an upload
         await response.json(200, {"id": sequence.id})
 
-    async def _store_upload(self, request: Request, sequence_id: str) -> Sequence:
-        """Receive a package body and store it as ``sequence_id``; 422 when it is refused."""
+    async def _store_upload(
+        self, request: Request, sequence_id: str, label: str | None = None
+    ) -> Sequence:
+        """Receive a package body and store it as ``sequence_id``.
+
+        Checked while it streams, and refused as soon as it is known to be bad, reading no
+        further: a body that does not start as gzip (422, STH's answer to a bad package), one
+        over ``--max-package-size`` (413; at once when its length is announced), no room left
+        on the disk (507). Whatever was written of a refused upload is removed.
+        """
+        try:
+            return await self._receive_package(request, sequence_id, label)
+        except ApiError:
+            request.abandon_body()
+            raise
+
+    async def _receive_package(
+        self, request: Request, sequence_id: str, label: str | None
+    ) -> Sequence:
         from si.package.unpack import MAX_PACKAGE_BYTES
 
         content_type = request.content_type
         if content_type and content_type not in ("application/octet-stream", "application/gzip"):
             raise ApiError(415, "a sequence package is sent as application/octet-stream")
+        limit = self.hub.options.max_package_size
+        announced = request.header("content-length")
+        if announced.isdigit() and int(announced) > limit:
+            raise ApiError(413, package_too_large(limit))
         root = self.hub.paths.sequences
         upload = root / f"{NEW_PREFIX}upload-{sequence_id}"
         size = 0
+        head = b""
         try:
             fd = os.open(upload, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 async for chunk in request.body():
                     size += len(chunk)
-                    if size > MAX_PACKAGE_BYTES:
-                        raise ApiError(422, f"package over {MAX_PACKAGE_BYTES} bytes")
-                    os.write(fd, chunk)
+                    if size > limit:
+                        raise ApiError(413, package_too_large(limit))
+                    if len(head) < len(GZIP_MAGIC):
+                        head += chunk[: len(GZIP_MAGIC) - len(head)]
+                        if not GZIP_MAGIC.startswith(head):
+                            raise ApiError(422, NOT_GZIP)
+                    write_all(fd, chunk)
             finally:
                 os.close(fd)
-            return await trio.to_thread.run_sync(store_upload, root, sequence_id, upload, size)
+            if head != GZIP_MAGIC:
+                raise ApiError(422, NOT_GZIP)  # empty, or cut after its first byte
+            # Unpacked, a package may be larger than sent: at least the standing limit.
+            unpacked = max(MAX_PACKAGE_BYTES, 2 * limit)
+            return await trio.to_thread.run_sync(
+                functools.partial(store_upload, max_bytes=unpacked, label=label),
+                root,
+                sequence_id,
+                upload,
+                size,
+            )
         except PackageError as exc:
             raise ApiError(422, str(exc)) from exc
+        except OSError as exc:
+            raise storage_error(exc, "cannot store the package") from exc
         finally:
             upload.unlink(missing_ok=True)
 
@@ -728,6 +777,10 @@ AUDIT_OPERATIONS = {
         start=1,
     )
 }
+
+
+def package_too_large(limit: int) -> str:
+    return f"package over the hub's limit of {limit} bytes (si hub serve --max-package-size)"
 
 
 def parse_end_stream(value: str, *, default: bool) -> bool:

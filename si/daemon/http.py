@@ -38,6 +38,8 @@ SEND_BUFFER = 1 << 20
 MAX_HEAD_SIZE = 64 * 1024
 # Unread request body the server drains to keep a connection alive; past it, it closes instead.
 MAX_DRAIN = 1 << 20
+# How long a connection whose body was refused waits for the client to stop sending.
+LINGER_SECONDS = 1.0
 
 COMMON_HEADERS = [(b"access-control-allow-origin", b"*")]
 
@@ -61,9 +63,17 @@ class Request:
             self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
         self.params: dict[str, str] = {}
         self.body_complete = False
+        # Set by a handler that refused the body: the rest is not read, the connection closes.
+        self.body_abandoned = False
 
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name, default)
+
+    def abandon_body(self) -> None:
+        """Read no more of the body (a refused upload): the answer says ``connection: close``
+        and the connection closes after it, instead of draining what the client still sends."""
+        if not self.body_complete:
+            self.body_abandoned = True
 
     @property
     def content_type(self) -> str:
@@ -143,6 +153,8 @@ class Response:
         headers = [("content-length", str(len(payload)))]
         if content_type:
             headers.append(("content-type", content_type))
+        if self._request.body_abandoned:
+            headers.append(("connection", "close"))
         encoded = list(COMMON_HEADERS) + [(k.encode(), v.encode()) for k, v in headers]
         self.started = True
         self.status = status
@@ -251,6 +263,9 @@ class HttpConnection:
 
     async def _finish_cycle(self, request: Request) -> bool:
         """Prepare for the next request on this connection; False means close it."""
+        if request.body_abandoned:
+            await self._linger()
+            return False
         if self.conn.their_state is not h11.DONE:
             drained = 0
             async for chunk in request.body():
@@ -261,6 +276,22 @@ class HttpConnection:
             return False
         self.conn.start_next_cycle()
         return True
+
+    async def _linger(self) -> None:
+        """After a refused body: end our side, then discard what the client still sends for a
+        moment. Closing at once with its bytes unread would reset the connection, and over TCP
+        a reset can destroy the answer before the client read it."""
+        stream = self.stream
+        if not isinstance(stream, trio.abc.HalfCloseableStream):
+            return
+        discarded = 0
+        with trio.move_on_after(LINGER_SECONDS):
+            try:
+                await stream.send_eof()
+                while discarded <= MAX_DRAIN and (data := await stream.receive_some(RECEIVE_SIZE)):
+                    discarded += len(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
 
 
 def handle_connections(handler: Handler) -> Callable[[trio.abc.Stream], Awaitable[None]]:

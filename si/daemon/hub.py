@@ -30,8 +30,9 @@ from si.daemon.options import HubOptions
 from si.daemon.pipe import LagLimit
 from si.daemon.sequences import Sequence, load_sequences
 from si.daemon.spawn import Spawner, SpawnError
+from si.daemon.state_files import StateFiles
 from si.daemon.topics import DEFAULT_CONTENT_TYPE, MessageSplitter, Topic, TopicError, Topics
-from si.fsutil import read_json, write_json_atomic
+from si.fsutil import is_disk_full, read_json, write_json_atomic
 from si.paths import HubPaths
 from si.protocol.frames import Channel
 
@@ -62,6 +63,13 @@ class ApiError(Exception):
         self.message = message
 
 
+def storage_error(exc: OSError, doing: str) -> ApiError:
+    """The answer to a request that failed to write: 507 when the disk is full, else 500."""
+    if is_disk_full(exc):
+        return ApiError(507, f"{doing}: the hub's disk is full ({exc.strerror})")
+    return ApiError(500, f"{doing}: {exc.strerror or exc}")
+
+
 class Hub:
     def __init__(self, options: HubOptions, paths: HubPaths) -> None:
         self.options = options
@@ -71,7 +79,9 @@ class Hub:
         self.instances: dict[str, Instance] = {}
         self.started_at = time.time()
         self.spawner = Spawner(paths.lock.parent)
-        self.topics = Topics(paths.lock.parent / "topics.json")
+        # Every state file the hub writes goes through this, so a full disk degrades.
+        self.state_files = StateFiles()
+        self.topics = Topics(paths.lock.parent / "topics.json", self.state_files)
         self.log_feed = Feed()
         self.audit_feed = Feed()
         self._nursery: trio.Nursery | None = None
@@ -109,8 +119,7 @@ class Hub:
                     "exitcode": -1,
                     "reason": f"Instance record unreadable: {exc}",
                 }
-            instance.on_event = self.broadcast_event
-            instance.on_topics = self.route_instance
+            self._connect(instance)
             self.instances[instance.id] = instance
             self._unsettled[instance.id] = instance
             sequence = self.sequences.get(instance.sequence_id)
@@ -125,6 +134,7 @@ class Hub:
         based on a runner that has not been proven or found gone.
         """
         self._nursery = nursery
+        nursery.start_soon(self.state_files.keep_retrying)
         nursery.start_soon(self.topics.keep_committed)
         nursery.start_soon(self._settle_loaded)
         if self.sequences:
@@ -149,6 +159,12 @@ class Hub:
                 instance.collect_saved_output()
                 self._route_ended(instance)
                 self._schedule_expiry(instance)
+
+    def _connect(self, instance: Instance) -> None:
+        """Wire a new Instance to the hub: its events, its topic routes, its state files."""
+        instance.on_event = self.broadcast_event
+        instance.on_topics = self.route_instance
+        instance.state_files = self.state_files
 
     def warm_keeper(self) -> None:
         """Start the home's keeper in the background if it is not running, so that the next
@@ -227,7 +243,6 @@ class Hub:
         directory = self.paths.instances / instance_id
         if instance_id in self.instances or directory.exists():
             raise ApiError(409, "Instance with a given ID already exists")
-        directory.mkdir(mode=0o700)
         token = secrets.token_hex(32)
         socket_path = directory / "runner.sock"
         manifest = sequence.manifest
@@ -246,23 +261,29 @@ class Hub:
             "status": "starting",
             "created": time.time(),
         }
-        write_json_atomic(
-            directory / "spawn.json",
-            {
-                "instance_id": instance_id,
-                "token": token,
-                "socket": str(socket_path),
-                "sequence_dir": str(sequence.package_dir),
-                "entry": manifest.entry,
-                "args": record["args"],
-                "app_config": record["app_config"],
-            },
-        )
+        spawn = {
+            "instance_id": instance_id,
+            "token": token,
+            "socket": str(socket_path),
+            "sequence_dir": str(sequence.package_dir),
+            "entry": manifest.entry,
+            "args": record["args"],
+            "app_config": record["app_config"],
+        }
+        try:
+            directory.mkdir(mode=0o700)
+        except OSError as exc:
+            raise storage_error(exc, "cannot start an instance") from exc
+        try:
+            write_json_atomic(directory / "spawn.json", spawn)
+        except OSError as exc:
+            # The runner cannot start without its spawn file: refuse the start, leave nothing.
+            shutil.rmtree(directory, ignore_errors=True)
+            raise storage_error(exc, "cannot start an instance") from exc
         from si.daemon.instance import Instance
 
         instance = Instance(directory, record, known_link=True, lag_limit=self.lag_limit)
-        instance.on_event = self.broadcast_event
-        instance.on_topics = self.route_instance
+        self._connect(instance)
         instance.save()
         try:
             if manifest.language == "node":
@@ -481,6 +502,7 @@ class Hub:
         sequence = self.sequences.get(instance.sequence_id)
         if sequence is not None and instance.id in sequence.instances:
             sequence.instances.remove(instance.id)
+        self.state_files.forget(instance.directory)
         shutil.rmtree(instance.directory, ignore_errors=True)
 
     async def kill(self, instance: Instance) -> None:

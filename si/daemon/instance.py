@@ -31,6 +31,7 @@ import trio
 from si.daemon.events import EventBoard
 from si.daemon.pipe import LagLimit, OutputPipe
 from si.daemon.runner_link import RunnerLink
+from si.daemon.state_files import StateFiles
 from si.fsutil import read_json, write_json_atomic
 from si.protocol.frames import Channel
 from si.protocol.link import DEFAULT_WINDOW, Link
@@ -133,6 +134,8 @@ class Instance:
         self.link: Link | None = None
         self.runner_link: RunnerLink | None = None
         self._known_link = known_link
+        # The hub's writer of state files (None: write directly, failures raise).
+        self.state_files: StateFiles | None = None
 
     # -- record ----------------------------------------------------------------------------
 
@@ -159,27 +162,33 @@ class Instance:
         return {key: value for key, value in body.items() if value is not None}
 
     def save(self) -> None:
-        write_json_atomic(
-            self.directory / "instance.json",
-            {
-                "id": self.id,
-                "sequence_id": self.sequence_id,
-                "sequence": self.sequence_snapshot,
-                "args": self.args,
-                "app_config": self.app_config,
-                "payload": self.start_payload,
-                "status": self.status,
-                "created": self.created,
-                "started": self.started,
-                "ended": self.ended,
-                "terminated": self.terminated,
-                "pid": self.pid,
-                "topics": {
-                    "provides": list(self.provides) if self.provides else None,
-                    "requires": list(self.requires) if self.requires else None,
-                },
+        """Record the instance in ``instance.json``; through the hub's StateFiles when it has
+        them, so a full disk keeps the record in memory for a later retry instead of failing."""
+        path = self.directory / "instance.json"
+        if self.state_files is None:
+            write_json_atomic(path, self.saved_record())
+        else:
+            self.state_files.write(path, self.saved_record())
+
+    def saved_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "sequence_id": self.sequence_id,
+            "sequence": self.sequence_snapshot,
+            "args": self.args,
+            "app_config": self.app_config,
+            "payload": self.start_payload,
+            "status": self.status,
+            "created": self.created,
+            "started": self.started,
+            "ended": self.ended,
+            "terminated": self.terminated,
+            "pid": self.pid,
+            "topics": {
+                "provides": list(self.provides) if self.provides else None,
+                "requires": list(self.requires) if self.requires else None,
             },
-        )
+        }
 
     def set_status(self, status: str) -> None:
         if self.status != status:

@@ -12,6 +12,29 @@ DEFAULT_RETENTION_SECONDS = 180.0
 DEFAULT_READER_LAG_BYTES = 768 * 1024
 # ... or whose next byte waited this long while another reader already took it.
 DEFAULT_READER_LAG_SECONDS = 10.0
+# The largest package upload (compressed bytes) the hub reads; a larger one is refused with 413
+# as soon as its size is known. Half the unpacked limit (si.package.unpack): room for any real
+# sequence with its dependencies, yet a runaway upload cannot take a disk's last gigabytes.
+DEFAULT_MAX_PACKAGE_SIZE = 512 << 20
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """``"512M"`` -> 536870912: bytes, or binary K/M/G units (an ``i`` and ``B`` may follow).
+
+    Raises:
+        ValueError: not a positive size.
+    """
+    cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = cleaned[-1:] if cleaned[-1:] in SIZE_UNITS else ""
+    number = cleaned[: len(cleaned) - len(unit)].strip()
+    try:
+        value = int(float(number) * SIZE_UNITS[unit])
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (use bytes or K, M, G: 512M)") from None
+    if value <= 0:
+        raise ValueError(f"a size must be positive: {text!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -28,6 +51,7 @@ class HubOptions:
             the fastest reader before it is cut off.
         reader_lag_seconds: how long a reader's next byte may wait while another reader
             already took it, before the reader is cut off.
+        max_package_size: the largest package upload accepted, in bytes (compressed).
     """
 
     home: Path | None = None
@@ -37,3 +61,4 @@ class HubOptions:
     retention: float = DEFAULT_RETENTION_SECONDS
     reader_lag_bytes: int = DEFAULT_READER_LAG_BYTES
     reader_lag_seconds: float = DEFAULT_READER_LAG_SECONDS
+    max_package_size: int = DEFAULT_MAX_PACKAGE_SIZE

@@ -20,10 +20,12 @@ Three guards keep that promise honest under faults:
 - *Resume hold*: after re-adoption, consumed bytes are kept (up to a bound) for a grace period,
   so a second follower that comes back after the first one already moved on still finds its
   bytes. While the bound is reached the head stops, so nothing held is ever dropped early.
-- *Lag limit*: a reader that falls too far behind the fastest reader (bytes) or whose next byte
-  waited too long (seconds) is cut off (its response breaks, it may resume by offset if the
-  bytes are still held); the others and the producer go on. A lone reader is never cut: it is
-  simply backpressure.
+- *Lag limit*: a reader that stays too far behind the fastest reader (more than a number of
+  bytes, for longer than a number of seconds) is cut off (its response breaks, it may resume by
+  offset if the bytes are still held); the others and the producer go on. Both bounds matter:
+  socket buffers make readers look far apart for a moment (a reader that stops reading first
+  fills its buffers and looks fast), and a reader that merely pauses catches up. A lone reader
+  is never cut: it is simply backpressure.
 """
 
 from __future__ import annotations
@@ -41,12 +43,11 @@ MAX_READ = 256 * 1024
 
 @dataclass(frozen=True)
 class LagLimit:
-    """How far a reader may fall behind the fastest one before it is cut off.
+    """How far behind the fastest reader another may stay before it is cut off.
 
     Args:
-        max_bytes: bytes behind the fastest reader.
-        max_seconds: how long the reader's next byte may have waited while another reader
-            already took it.
+        max_bytes: bytes behind the fastest reader that are always allowed.
+        max_seconds: how long a reader may stay more than ``max_bytes`` behind.
     """
 
     max_bytes: int
@@ -62,6 +63,8 @@ class PipeReader:
         self.lag_limited = lag_limited
         self.scope = trio.CancelScope()
         self.cut_off: str | None = None
+        # Since when it has been more than the lag limit's bytes behind the fastest reader.
+        self.behind_since: float | None = None
 
 
 class OffsetError(ValueError):
@@ -92,8 +95,7 @@ class OutputPipe:
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
         self._on_consumed = on_consumed
-        # (offset, bytes, arrival time) of every byte still held.
-        self._chunks: deque[tuple[int, bytes, float]] = deque()
+        self._chunks: deque[tuple[int, bytes]] = deque()
         self.retain = retain
         self.head = base
         self.tail = base
@@ -137,8 +139,7 @@ class OutputPipe:
 
     def append(self, data: bytes) -> None:
         if data:
-            now = self._clock() if self.lag_limit is not None else 0.0
-            self._chunks.append((self.tail, data, now))
+            self._chunks.append((self.tail, data))
             self.tail += len(data)
             self._wake()
 
@@ -233,7 +234,7 @@ class OutputPipe:
     def _peek(self, position: int) -> bytes:
         parts: list[bytes] = []
         size = 0
-        for offset, data, _ in self._chunks:
+        for offset, data in self._chunks:
             end = offset + len(data)
             if end <= position:
                 continue
@@ -247,32 +248,32 @@ class OutputPipe:
 
     # -- deadlines: lag limit and resume hold ----------------------------------------------
 
-    def _arrival(self, position: int) -> float | None:
-        for offset, data, arrived in self._chunks:
-            if offset + len(data) > position:
-                return arrived
-        return None
-
     def _laggards(self) -> list[tuple[PipeReader, int]]:
-        """Lag-limited readers behind the fastest reader, with how far behind."""
-        if self.lag_limit is None or len(self._readers) < 2:
+        """Lag-limited readers more than the limit's bytes behind the fastest reader, with how
+        far behind; every other reader's lag clock is reset."""
+        limit = self.lag_limit
+        if limit is None or len(self._readers) < 2:
+            for reader in self._readers:
+                reader.behind_since = None
             return []
         leader = max(reader.position for reader in self._readers)
-        return [
-            (reader, leader - reader.position)
-            for reader in self._readers
-            if reader.lag_limited and reader.position < leader
-        ]
+        laggards = []
+        for reader in self._readers:
+            lag = leader - reader.position
+            if reader.lag_limited and lag > limit.max_bytes:
+                laggards.append((reader, lag))
+            else:
+                reader.behind_since = None
+        return laggards
 
     def _next_deadline(self) -> float | None:
         deadlines = []
         if self._hold is not None:
             deadlines.append(self._hold[1])
         if self.lag_limit is not None:
-            for reader, _ in self._laggards():
-                arrived = self._arrival(reader.position)
-                if arrived is not None:
-                    deadlines.append(arrived + self.lag_limit.max_seconds)
+            for reader in self._readers:
+                if reader.behind_since is not None:
+                    deadlines.append(reader.behind_since + self.lag_limit.max_seconds)
         return min(deadlines) if deadlines else None
 
     def _enforce(self) -> None:
@@ -282,14 +283,13 @@ class OutputPipe:
         limit = self.lag_limit
         if limit is not None:
             for reader, lag in self._laggards():
-                if lag > limit.max_bytes:
-                    self._cut(reader, f"fell {lag} bytes behind the fastest reader")
-                    continue
-                arrived = self._arrival(reader.position)
-                if arrived is not None and now - arrived >= limit.max_seconds:
+                if reader.behind_since is None:
+                    reader.behind_since = now
+                elif now - reader.behind_since >= limit.max_seconds:
                     self._cut(
                         reader,
-                        f"its next byte waited {now - arrived:.1f} s while others read on",
+                        f"it stayed more than {limit.max_bytes} bytes behind the fastest reader "
+                        f"for {limit.max_seconds:g} s ({lag} bytes behind)",
                     )
         self._advance_head()
 

@@ -69,22 +69,33 @@ class Sequence:
         }
 
 
-def store_upload(root: Path, sequence_id: str, archive: Path, package_size: int) -> Sequence:
-    """Unpack ``archive`` as sequence ``sequence_id``; blocking, run it in a thread.
+def store_upload(
+    root: Path,
+    sequence_id: str,
+    archive: Path,
+    package_size: int,
+    *,
+    max_bytes: int,
+    label: str | None = None,
+) -> Sequence:
+    """Unpack ``archive`` as sequence ``sequence_id``, at most ``max_bytes`` unpacked; blocking,
+    run it in a thread. ``label`` is the id its record names when it is to replace another
+    sequence (``rename_sequence`` then only moves it, writing nothing).
 
     Raises:
         PackageError: the package is refused; nothing is left on disk.
+        OSError: it could not be written (a full disk); nothing is left on disk.
     """
     from si.package.unpack import safe_extract  # tarfile and gzip: not needed to start a hub
 
     staging = root / f"{NEW_PREFIX}{sequence_id}"
     staging.mkdir(mode=0o700)
     try:
-        manifest = safe_extract(archive, staging / "package")
+        manifest = safe_extract(archive, staging / "package", max_bytes=max_bytes)
         created = time.time()
         write_json_atomic(
             staging / "sequence.json",
-            {"id": sequence_id, "created": created, "package_size": package_size},
+            {"id": label or sequence_id, "created": created, "package_size": package_size},
         )
         staging.rename(root / sequence_id)
     except BaseException:
@@ -126,11 +137,8 @@ def remove_sequence(sequence: Sequence) -> None:
 
 
 def rename_sequence(sequence: Sequence, new_id: str) -> Sequence:
-    """Give a just-stored sequence another id (``PUT`` keeps the id of the one it replaces)."""
+    """Give a just-stored sequence the id of the one it replaces (``PUT``), which its record
+    names already (``store_upload``'s label): a full disk cannot fail this half-way."""
     target = sequence.directory.with_name(new_id)
-    write_json_atomic(
-        sequence.directory / "sequence.json",
-        {"id": new_id, "created": sequence.created, "package_size": sequence.package_size},
-    )
     sequence.directory.rename(target)
     return Sequence(new_id, target, sequence.manifest, sequence.package_size, sequence.created)

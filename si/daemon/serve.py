@@ -59,9 +59,16 @@ class HubLock:
                     f"lock: {os.fspath(self.path)}"
                 ) from None
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
+        pid = f"{os.getpid()}\n".encode()
+        try:
+            # Over the old holder's pid, then cut: rewriting a page it already has needs no
+            # new space, so this works on a full disk too.
+            os.pwrite(fd, pid.ljust(os.fstat(fd).st_size, b" "), 0)
+            os.ftruncate(fd, len(pid))
+        except OSError as exc:
+            # The lock is what matters; the pid only names the holder in another hub's error.
+            log.warning("cannot record the hub's pid in %s: %s", os.fspath(self.path), exc)
 
     def release(self) -> None:
         if self.fd >= 0:
@@ -136,6 +143,8 @@ async def run_hub(
                     log.info("received %s: stopping the hub", signal.Signals(signum).name)
                     break
             await hub.shutdown()
+            if not hub.state_files.flush():  # a last chance for records a full disk held back
+                log.warning("stopping with %d unsaved state files", len(hub.state_files.pending))
             nursery.cancel_scope.cancel()
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import trio
 
 from si.daemon.pipe import OutputPipe
-from si.fsutil import read_json, write_json_atomic
+from si.daemon.state_files import StateFiles
+from si.fsutil import read_json
 
 CONTENT_TYPES = (
     "application/x-ndjson",
@@ -154,8 +155,9 @@ class Topics:
     several producers' messages may be interleaved differently the second time).
     """
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, state_files: StateFiles | None = None) -> None:
         self.path = path
+        self.state_files = state_files or StateFiles()
         self.topics: dict[str, Topic] = {}
         self._changed = trio.Event()
         if path is not None:
@@ -179,9 +181,11 @@ class Topics:
     def _new(self, name: str, content_type: str, base: int = 0) -> Topic:
         return Topic(name, content_type, base=base, on_consumed=self._changed.set)
 
-    def save(self) -> None:
+    def save(self) -> bool:
+        """Record every topic's head; False when it could not be written (a full disk): the
+        body then waits in the hub's StateFiles for a retry."""
         if self.path is None:
-            return
+            return True
         body = {}
         for name, topic in self.topics.items():
             head = topic.pipe.head
@@ -191,14 +195,19 @@ class Topics:
                 "head": head,
                 "producers": {**topic.restored, **producers},
             }
-        write_json_atomic(self.path, {"topics": body}, durable=False)
+        return self.state_files.write(self.path, {"topics": body}, durable=False)
 
     async def keep_committed(self) -> None:
         """Record heads as they move, then let producers go (runs for the hub's lifetime)."""
         while True:
             await self._changed.wait()
             self._changed = trio.Event()
-            self.save()
+            if not self.save():
+                # Heads not on disk yet: producers are held (their runners keep the bytes for
+                # replay) rather than acknowledged past what a restarted hub would know.
+                self._changed.set()
+                await trio.sleep(self.state_files.retry_interval)
+                continue
             for topic in list(self.topics.values()):
                 topic.commit()
             await trio.sleep(COMMIT_INTERVAL)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from si.errors import PackageError
+from si.fsutil import is_disk_full
 from si.package._paths import contained
 from si.package.manifest import Manifest, read_manifest
 
@@ -151,6 +152,8 @@ class _Unpacker:
                 self._write(tar, member, target)
             self.files.add(name)
         except OSError as exc:
+            if is_disk_full(exc):
+                raise  # not the package's fault: the hub answers 507, not a refusal
             raise PackageError(f"cannot extract member {member.name!r}: {exc.strerror}") from None
 
     def _write(self, tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
@@ -212,6 +215,7 @@ def safe_extract(
         PackageError: the package is refused (the message names the member or the problem);
             nothing is left on disk.
         FileExistsError: ``dest`` exists already.
+        OSError: no room to unpack it (``ENOSPC``, ``EDQUOT``); nothing is left on disk.
     """
     if os.path.lexists(dest):
         raise FileExistsError(errno.EEXIST, "the destination exists already", str(dest))

@@ -310,10 +310,16 @@ def main(argv: list[str]) -> int:
         os.umask(old_umask)
     identity = ProcessIdentity.of(os.getpid())
     if identity is not None:
-        write_json_atomic(
-            home / "keeper.json",
-            {"pid": identity.pid, "start_time": identity.start_time, "boot_id": identity.boot_id},
-        )
+        # Only names the keeper to whoever cleans up after it: a full disk must not stop it.
+        with contextlib.suppress(OSError):
+            write_json_atomic(
+                home / "keeper.json",
+                {
+                    "pid": identity.pid,
+                    "start_time": identity.start_time,
+                    "boot_id": identity.boot_id,
+                },
+            )
     keeper = Keeper(home)
     warm_event_loop()
     give_back_free_heap()  # last, once the keeper has made everything it lives with

@@ -16,6 +16,7 @@ so a hub that comes back later still serves them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import inspect
 import json
@@ -396,7 +397,10 @@ class Runner:
                 }
         if not declared:
             return
-        write_json_atomic(self.instance_dir / "declared.json", declared)
+        # For a hub that connects after the sequence ended; the PANGs tell a connected one. A
+        # full disk loses only the former.
+        with contextlib.suppress(OSError):
+            write_json_atomic(self.instance_dir / "declared.json", declared)
         for declaration in declared.values():
             self.send_monitoring([PANG, declaration])
 
@@ -461,18 +465,19 @@ class Runner:
         """Persist what the hub may still need: unconsumed output, then the exit status."""
         output = self.link.outbound[Channel.OUTPUT]
         base = output.acked
-        with open(self.instance_dir / "output.tail", "wb") as tail:
-            for offset, payload in output.replay:
-                tail.write(payload[max(0, base - offset) :])
-        write_json_atomic(
-            self.instance_dir / "exit.json",
-            {
-                "code": code,
-                "reason": reason,
-                "output": {"base": base, "end": output.next_offset, "ended": output.ended},
-                "time": time.time(),
-            },
-        )
+        exit_info: dict[str, Any] = {"code": code, "reason": reason, "time": time.time()}
+        tail_path = self.instance_dir / "output.tail"
+        try:
+            with open(tail_path, "wb") as tail:
+                for offset, payload in output.replay:
+                    tail.write(payload[max(0, base - offset) :])
+            exit_info["output"] = {"base": base, "end": output.next_offset, "ended": output.ended}
+        except OSError:
+            # A full disk: the connected hub still drains the output over the link; a hub that
+            # is not connected finds no saved output instead of a cut one.
+            tail_path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # then the keeper's wait.json tells the exit code
+            write_json_atomic(self.instance_dir / "exit.json", exit_info)
 
     async def _drain(self) -> None:
         connection = self.connection

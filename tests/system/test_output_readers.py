@@ -65,7 +65,7 @@ def stopped_reader(hub: HubProcess, instance: str) -> socket.socket:
 
 @pytest.mark.timeout(90)
 def test_a_stopped_reader_is_cut_off_and_the_others_and_the_producer_go_on(home) -> None:
-    with running_hub(home, "--reader-lag-bytes", "262144", "--reader-lag-seconds", "3") as hub:
+    with running_hub(home, "--reader-lag-bytes", "262144", "--reader-lag-seconds", "1") as hub:
         client = HubClient(hub.address)
         sequence = client.send_sequence(python_package(FLOOD))["id"]
         instance = client.start_sequence(sequence, {})["id"]
