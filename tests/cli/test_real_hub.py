@@ -109,7 +109,8 @@ def _identity_of(pid: int) -> ProcessIdentity | None:
 
 def test_detach_status_stop(run_si: RunSi, short_dir: Path) -> None:
     home = short_dir / "detached"
-    started = run_si("hub", "serve", "--detach", "--home", str(home), timeout=60)
+    tuning = ["--retention", "5", "--reader-lag-seconds", "1.5", "--max-package-size", "1M"]
+    started = run_si("hub", "serve", "--detach", "--home", str(home), *tuning, timeout=60)
     pid = None
     try:
         assert started.returncode == 0, started.stderr
@@ -118,6 +119,14 @@ def test_detach_status_stop(run_si: RunSi, short_dir: Path) -> None:
         assert match is not None
         assert shlex.split(match.group(1)) == [str(home / "hub.sock")]
         pid = int(re.search(rb"pid (\d+)", started.stderr).group(1))  # type: ignore[union-attr]
+        # The options reach the background hub, which accepted them (it answers below).
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        for option, value in [
+            ("--retention", "5.0"),
+            ("--reader-lag-seconds", "1.5"),
+            ("--max-package-size", "1048576"),
+        ]:
+            assert argv[argv.index(option) + 1] == value
 
         # The printed line works when eval'ed by a shell.
         shell = subprocess.run(
