@@ -48,6 +48,24 @@ home_option = click.option(
     help="How long a finished instance stays readable (default 180).",
 )
 @click.option(
+    "--head-timeout",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    help="How long a client has to send a request head, 0 for ever (default 10).",
+)
+@click.option(
+    "--body-idle-timeout",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    help="Longest pause in a request body of known length, 0 for ever (default 30).",
+)
+@click.option(
+    "--keep-alive-timeout",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    help="How long an idle client connection stays open, 0 for ever (default 60).",
+)
+@click.option(
     "-d",
     "--detach",
     is_flag=True,
@@ -59,11 +77,19 @@ def serve(
     host: str | None,
     kill_on_exit: bool,
     retention: float | None,
+    head_timeout: float | None,
+    body_idle_timeout: float | None,
+    keep_alive_timeout: float | None,
     detach: bool,
 ) -> None:
     """Run the hub (in the foreground until interrupted, or in the background with -d)."""
+    timeouts = {
+        "head_timeout": head_timeout,
+        "body_idle_timeout": body_idle_timeout,
+        "keep_alive_timeout": keep_alive_timeout,
+    }
     if detach:
-        _serve_detached(home, port, host, kill_on_exit, retention)
+        _serve_detached(home, port, host, kill_on_exit, retention, timeouts)
         return
     import gc
 
@@ -77,6 +103,7 @@ def serve(
         "port": port,
         "host": host,
         "retention": retention,
+        **timeouts,
     }
     options = HubOptions(
         kill_on_exit=kill_on_exit,
@@ -91,6 +118,7 @@ def _serve_detached(
     host: str | None,
     kill_on_exit: bool,
     retention: float | None,
+    timeouts: dict[str, float | None],
 ) -> None:
     from si.cli import hubctl
 
@@ -106,6 +134,9 @@ def _serve_detached(
         args.append("--kill-on-exit")
     if retention is not None:
         args += ["--retention", repr(retention)]
+    for name, seconds in timeouts.items():
+        if seconds is not None:
+            args += ["--" + name.replace("_", "-"), repr(seconds)]
     pid = hubctl.detach(args, paths)
     render.message(f"hub started in the background (pid {pid}); stop it with 'si hub stop'")
     cli = state()

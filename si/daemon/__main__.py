@@ -16,7 +16,13 @@ def main(argv: list[str]) -> int:
     # long as the hub: collecting while they are made costs ~5 ms and frees little. run_hub
     # turns the collector back on once the hub answers.
     gc.disable()
-    from si.daemon.options import DEFAULT_RETENTION_SECONDS, HubOptions
+    from si.daemon.options import (
+        DEFAULT_BODY_IDLE_TIMEOUT,
+        DEFAULT_HEAD_TIMEOUT,
+        DEFAULT_KEEP_ALIVE_TIMEOUT,
+        DEFAULT_RETENTION_SECONDS,
+        HubOptions,
+    )
     from si.daemon.serve import serve_hub
 
     parser = argparse.ArgumentParser(prog="python -m si.daemon", description=__doc__)
@@ -25,6 +31,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("-K", "--kill-on-exit", action="store_true")
     parser.add_argument("--retention", type=float, default=DEFAULT_RETENTION_SECONDS)
+    parser.add_argument("--head-timeout", type=float, default=DEFAULT_HEAD_TIMEOUT)
+    parser.add_argument("--body-idle-timeout", type=float, default=DEFAULT_BODY_IDLE_TIMEOUT)
+    parser.add_argument("--keep-alive-timeout", type=float, default=DEFAULT_KEEP_ALIVE_TIMEOUT)
     args = parser.parse_args(argv)
     options = HubOptions(
         home=args.home,
@@ -32,6 +41,9 @@ def main(argv: list[str]) -> int:
         host=args.host,
         kill_on_exit=args.kill_on_exit,
         retention=args.retention,
+        head_timeout=args.head_timeout,
+        body_idle_timeout=args.body_idle_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
     )
     return serve_hub(options)
 
