@@ -20,7 +20,7 @@ import trio
 
 import si
 from si.daemon.feed import Feed, now_ms
-from si.daemon.http import BodyError, Request, Response
+from si.daemon.http import Request, Response
 from si.daemon.hub import ApiError, Hub
 from si.daemon.load import load_figures
 from si.daemon.sequences import (
@@ -192,11 +192,11 @@ class Api:
 
     @staticmethod
     async def _json_body(request: Request) -> Any:
-        """The request's JSON body; absent, empty or ``null`` bodies read as ``None``."""
-        try:
-            raw = await request.read(MAX_JSON_BODY)
-        except BodyError as exc:
-            raise ApiError(exc.status, str(exc)) from exc
+        """The request's JSON body; absent, empty or ``null`` bodies read as ``None``.
+
+        A body that breaks off, stalls (408) or is too big (413) raises the shell's BodyError:
+        the shell answers it and closes the connection rather than drain what is left."""
+        raw = await request.read(MAX_JSON_BODY)
         if not raw.strip():
             return None
         try:

@@ -157,3 +157,14 @@ def test_file_streams_refuse_offsets_outside_the_file_and_negative_tails(
         assert at_end.content == b""
         assert http.get(path, params={"tail": "0"}).content == b""
         assert http.get(path, headers={"x-si-offset": "0"}).content == whole
+
+
+def test_a_json_body_over_the_limit_is_a_413_and_the_hub_reads_no_further(hub: HubProcess) -> None:
+    with raw_connection(hub) as sock:
+        size = 64 << 20  # far more than the hub takes; it must answer without reading it all
+        sock.sendall(b"POST /api/v1/topics HTTP/1.1\r\n" + HOST)
+        sock.sendall(b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % size)
+        sock.sendall(b" " * (2 << 20))
+        reply = read_some(sock)
+    assert reply.startswith(b"HTTP/1.1 413 "), reply
+    assert b'{"error":"request body over 1048576 bytes"}' in reply
