@@ -51,19 +51,37 @@ home_option = click.option(
     "--reader-lag-bytes",
     metavar="N",
     type=click.IntRange(min=1),
-    help="Cut off an output reader this many bytes behind the fastest one (default 786432).",
+    help="An output reader may be this many bytes behind the fastest (default 524288)...",
 )
 @click.option(
     "--reader-lag-seconds",
     metavar="SECONDS",
     type=click.FloatRange(min=0, min_open=True),
-    help="Cut off an output reader whose next byte waited this long (default 10).",
+    help="...and is cut off once further behind for this long (default 2).",
 )
 @click.option(
     "--max-package-size",
     metavar="SIZE",
     callback=lambda _ctx, _param, value: _size(value),
     help="Largest package upload accepted, e.g. 512M (the default) or 2G.",
+)
+@click.option(
+    "--head-timeout",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    help="How long a client has to send a request head, 0 for ever (default 10).",
+)
+@click.option(
+    "--body-idle-timeout",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    help="Longest pause in a request body of known length, 0 for ever (default 30).",
+)
+@click.option(
+    "--keep-alive-timeout",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    help="How long an idle client connection stays open, 0 for ever (default 60).",
 )
 @click.option(
     "-d",

@@ -32,6 +32,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--reader-lag-bytes", type=int)
     parser.add_argument("--reader-lag-seconds", type=float)
     parser.add_argument("--max-package-size", type=parse_size)
+    parser.add_argument("--head-timeout", type=float)
+    parser.add_argument("--body-idle-timeout", type=float)
+    parser.add_argument("--keep-alive-timeout", type=float)
     options = HubOptions(**vars(parser.parse_args(argv)))
     return serve_hub(options)
 

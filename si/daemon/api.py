@@ -14,13 +14,14 @@ import os
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 import si
 from si.daemon.feed import Feed, now_ms
-from si.daemon.http import BodyError, Request, Response
+from si.daemon.http import Request, Response
 from si.daemon.hub import ApiError, Hub, storage_error
 from si.daemon.load import load_figures
 from si.daemon.pipe import OffsetError, OutputPipe, PipeReader
@@ -35,7 +36,7 @@ from si.daemon.topics import DEFAULT_CONTENT_TYPE, MessageSplitter, Topic, Topic
 from si.errors import PackageError
 from si.fsutil import is_disk_full, write_all
 from si.protocol.frames import Channel
-from si.segments import list_segments, offset_of_last_lines, read_from
+from si.segments import list_segments, offset_of_last_lines, read_from, stream_end
 
 if TYPE_CHECKING:
     # Imported where used: a hub with no instances does not load the link machinery (hub.py).
@@ -202,17 +203,20 @@ class Api:
 
     @staticmethod
     async def _json_body(request: Request) -> Any:
-        """The request's JSON body; absent, empty or ``null`` bodies read as ``None``."""
-        try:
-            raw = await request.read(MAX_JSON_BODY)
-        except BodyError as exc:
-            raise ApiError(400, str(exc)) from exc
+        """The request's JSON body; absent, empty or ``null`` bodies read as ``None``.
+
+        A body that breaks off, stalls (408) or is too big (413) raises the shell's BodyError:
+        the shell answers it and closes the connection rather than drain what is left."""
+        raw = await request.read(MAX_JSON_BODY)
         if not raw.strip():
             return None
         try:
             return json.loads(raw)
         except ValueError:
             raise ApiError(400, "Could not parse content: the body is not valid JSON") from None
+        except RecursionError:
+            # Nesting deeper than the interpreter's stack (a [[[[... bomb): no API takes it.
+            raise ApiError(400, "Could not parse content: the JSON nests too deeply") from None
 
     async def _json_object(self, request: Request) -> dict[str, Any]:
         body = await self._json_body(request)
@@ -524,17 +528,7 @@ class Api:
         instance = self._instance(request)
         self._check_accept(request, "application/octet-stream")
         path = instance.directory / request.params["stream"]
-        offset_header = request.header("x-si-offset")
-        tail = request.query.get("tail")
-        try:
-            if offset_header:
-                position = int(offset_header)
-            elif tail is not None:
-                position = offset_of_last_lines(path, int(tail))
-            else:
-                position = 0
-        except ValueError:
-            raise ApiError(400, "x-si-offset and tail must be whole numbers") from None
+        position = _file_start(path, request.header("x-si-offset"), request.query.get("tail"))
         segments = list_segments(path)
         if segments and position < segments[0][0]:
             position = segments[0][0]  # older bytes were rotated away
@@ -781,6 +775,28 @@ AUDIT_OPERATIONS = {
 
 def package_too_large(limit: int) -> str:
     return f"package over the hub's limit of {limit} bytes (si hub serve --max-package-size)"
+
+
+def _file_start(path: Path, offset_header: str, tail: str | None) -> int:
+    """Where a read of a file-backed stream starts: ``x-si-offset`` (0 to the stream's end),
+    else the last ``tail`` lines (``tail`` >= 0), else its beginning. 400 for anything else:
+    an offset past the end was never handed out, and following from it would wait for ever."""
+    try:
+        if offset_header:
+            position = int(offset_header)
+        elif tail is not None:
+            lines = int(tail)
+            if lines < 0:
+                raise ApiError(400, "tail must be a number of lines, 0 or more")
+            return offset_of_last_lines(path, lines)
+        else:
+            return 0
+    except ValueError:
+        raise ApiError(400, "x-si-offset and tail must be whole numbers") from None
+    end = stream_end(path)
+    if not 0 <= position <= end:
+        raise ApiError(400, f"x-si-offset must be a byte offset from 0 to {end}")
+    return position
 
 
 def parse_end_stream(value: str, *, default: bool) -> bool:

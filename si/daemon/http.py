@@ -11,20 +11,40 @@ response whose client goes away is cancelled (a watcher task reads the socket fo
 request body is complete). A handler that fails after the response started leaves the response
 unterminated and the connection is closed, so the client sees the failure instead of a
 silently truncated body.
+
+Failure containment: whatever goes wrong on one connection (a client that vanishes mid-body,
+broken framing, a bug in a handler) ends that connection only; ``HttpConnection.serve`` never
+lets an exception other than cancellation reach the listener's nursery, which is the hub's.
+A request the API never sees (malformed head, bad path, timeout) gets a one-line JSON error
+and the connection closes.
+
+Timeouts (``Timeouts``): a request head must arrive within ``head`` seconds, an idle keep-alive
+connection is closed after ``keep_alive`` seconds, and a request body may pause at most
+``body_idle`` seconds when it has a declared length or is read whole (JSON bodies). A chunked
+body streamed into a handler (``tail -f app.log | si inst input -``) is the request-side twin
+of a follower and, like a streaming response, may be quiet for as long as it likes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 import h11
 import trio
 
+from si.daemon.options import (
+    DEFAULT_BODY_IDLE_TIMEOUT,
+    DEFAULT_HEAD_TIMEOUT,
+    DEFAULT_KEEP_ALIVE_TIMEOUT,
+)
 from si.daemon.vectored import send_all_parts
 
 log = logging.getLogger("si.hub.http")
@@ -38,14 +58,38 @@ SEND_BUFFER = 1 << 20
 MAX_HEAD_SIZE = 64 * 1024
 # Unread request body the server drains to keep a connection alive; past it, it closes instead.
 MAX_DRAIN = 1 << 20
-# How long a connection whose body was refused waits for the client to stop sending.
-LINGER_SECONDS = 1.0
+# After refusing a request, how long the server reads (and drops) what the client still sends
+# before closing: closing with unread input resets a TCP connection, and the client would lose
+# the error response it has not read yet.
+LINGER = 1.0
 
 COMMON_HEADERS = [(b"access-control-allow-origin", b"*")]
 
 
-class BodyError(Exception):
-    """The client's request body broke off (disconnect or malformed framing)."""
+@dataclass(frozen=True)
+class Timeouts:
+    """How long the server waits for a client, in seconds (``math.inf``: for ever)."""
+
+    head: float = DEFAULT_HEAD_TIMEOUT
+    body_idle: float = DEFAULT_BODY_IDLE_TIMEOUT
+    keep_alive: float = DEFAULT_KEEP_ALIVE_TIMEOUT
+
+    @classmethod
+    def of(cls, head: float, body_idle: float, keep_alive: float) -> Timeouts:
+        """From the hub's options, where 0 turns a timeout off."""
+        return cls(head or math.inf, body_idle or math.inf, keep_alive or math.inf)
+
+
+class BadRequest(Exception):
+    """A request the server refuses with ``status`` (and the connection closes)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BodyError(BadRequest):
+    """The client's request body broke off (disconnect, malformed framing, too slow, too big)."""
 
 
 class Request:
@@ -53,11 +97,23 @@ class Request:
 
     def __init__(self, connection: HttpConnection, event: h11.Request) -> None:
         self._connection = connection
+        if not event.http_version.startswith(b"1."):
+            version = event.http_version.decode("ascii")
+            raise BadRequest(f"HTTP/{version} is not supported; speak HTTP/1.1", 505)
         self.method = event.method.decode("ascii").upper()
-        target = event.target.decode("latin-1")
-        parts = urlsplit(target)
-        self.path = unquote(parts.path)
-        self.query = dict(parse_qsl(parts.query))
+        parts = urlsplit(event.target.decode("latin-1"))
+        try:
+            # Decoded strictly: a path that is not UTF-8 cannot name any route or id, and a
+            # lenient decode would turn distinct paths into the same one.
+            self.path = unquote_to_bytes(parts.path.encode("latin-1")).decode()
+            self.query = dict(parse_qsl(parts.query, errors="strict"))
+        except UnicodeDecodeError:
+            raise BadRequest("the request target is not UTF-8 after percent-decoding") from None
+        # h11 bounds only a head that arrives in pieces; one that came in a single read is
+        # measured here, so every head over the limit is refused alike.
+        size = len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
+        if size > MAX_HEAD_SIZE:
+            raise BadRequest(f"request head over {MAX_HEAD_SIZE} bytes", 431)
         self.headers: dict[str, str] = {}
         for name, value in event.headers:
             self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
@@ -79,22 +135,32 @@ class Request:
     def content_type(self) -> str:
         return self.headers.get("content-type", "").split(";")[0].strip().lower()
 
-    async def body(self) -> AsyncIterator[bytes]:
-        """The request body in chunks as they arrive. Raises BodyError if it breaks off."""
+    async def body(self, *, idle: float | None = None) -> AsyncIterator[bytes]:
+        """The request body in chunks as they arrive. Raises BodyError if it breaks off, or
+        (408) if no byte arrives for ``idle`` seconds while it is waited for; by default the
+        body-idle timeout for a body of declared length, none for a chunked stream."""
         connection = self._connection
         if self.body_complete:
             return
+        if idle is None:
+            sized = "content-length" in self.headers
+            idle = connection.timeouts.body_idle if sized else math.inf
         if connection.conn.they_are_waiting_for_100_continue:
             await connection.send(h11.InformationalResponse(status_code=100, headers=[]))
         while True:
             try:
-                event = await connection.next_event()
+                # Only the wait for bytes is timed: a handler that reads slowly (backpressure
+                # from a runner) is not the client's fault.
+                with trio.move_on_after(idle) as wait:
+                    event = await connection.next_event()
             except (
                 h11.RemoteProtocolError,
                 trio.BrokenResourceError,
                 trio.ClosedResourceError,
             ) as exc:
                 raise BodyError(f"request body broke off: {exc}") from exc
+            if wait.cancelled_caught:
+                raise BodyError(f"no request body bytes for {idle:g} s", 408)
             if isinstance(event, h11.Data):
                 yield bytes(event.data)
             elif isinstance(event, h11.EndOfMessage):
@@ -107,10 +173,10 @@ class Request:
         """The whole body; BodyError if it exceeds ``limit`` bytes."""
         chunks: list[bytes] = []
         size = 0
-        async for chunk in self.body():
+        async for chunk in self.body(idle=self._connection.timeouts.body_idle):
             size += len(chunk)
             if size > limit:
-                raise BodyError(f"request body over {limit} bytes")
+                raise BodyError(f"request body over {limit} bytes", 413)
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -171,9 +237,12 @@ Handler = Callable[[Request, Response], Awaitable[None]]
 class HttpConnection:
     """One client connection: a sequence of request/response cycles (keep-alive)."""
 
-    def __init__(self, stream: trio.abc.Stream, handler: Handler) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, handler: Handler, timeouts: Timeouts | None = None
+    ) -> None:
         self.stream = stream
         self.handler = handler
+        self.timeouts = timeouts or Timeouts()
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
         self._handler_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
@@ -215,25 +284,40 @@ class HttpConnection:
                 self._handler_scope.cancel()
 
     async def serve(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                await self._serve_cycles()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
-                pass
-            finally:
-                nursery.cancel_scope.cancel()
-                with trio.CancelScope(shield=True), trio.move_on_after(1):
-                    await self.stream.aclose()
+        """Serve the connection until it ends. Never raises, except to be cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    await self._serve_cycles()
+                finally:
+                    nursery.cancel_scope.cancel()
+        except* CLIENT_FAILURES:
+            pass  # the client went away or broke HTTP mid-stream: only its connection ends
+        except* Exception:
+            # A bug, but one connection's: the hub and every other client carry on.
+            log.exception("connection failed; closing it")
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await self.stream.aclose()
 
     async def _serve_cycles(self) -> None:
+        first = True
         while True:
-            event = await self.next_event()
-            if isinstance(event, h11.ConnectionClosed):
+            try:
+                event = await self._next_head(first)
+            except h11.RemoteProtocolError as exc:
+                # h11's hint: 400 for a malformed head, 431 for an oversized one.
+                await self._refuse(BadRequest(f"bad request: {exc}", exc.error_status_hint))
                 return
+            first = False
             if not isinstance(event, h11.Request):
+                return  # closed, timed out, or nothing more to read on this connection
+            try:
+                request = Request(self, event)
+            except BadRequest as exc:
+                await self._refuse(exc)
                 return
-            request = Request(self, event)
             if self.conn.their_state is h11.DONE:
                 request.body_complete = True
             response = Response(self, request)
@@ -243,6 +327,8 @@ class HttpConnection:
                     await self.handler(request, response)
                 except BodyError as exc:
                     log.info("%s %s: %s", request.method, request.path, exc)
+                    if not response.started:
+                        await self._refuse(exc)
                     return
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return  # the client went away mid-response
@@ -261,6 +347,52 @@ class HttpConnection:
             if not await self._finish_cycle(request):
                 return
 
+    async def _next_head(self, first: bool) -> Any:
+        """The next request's head (or whatever else h11 sees instead).
+
+        A connection's first request has ``head`` seconds from the accept; a later one may
+        keep the connection idle for ``keep_alive`` seconds, then has ``head`` seconds from
+        its first byte. A head that takes longer is answered 408; an idle connection is
+        closed without a word. Returns None then.
+        """
+        timeouts = self.timeouts
+        started = first or bool(self.conn.trailing_data[0])
+        with trio.move_on_after(timeouts.head if started else timeouts.keep_alive) as wait:
+            while True:
+                event = self.conn.next_event()
+                if event is not h11.NEED_DATA:
+                    return event
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+                if data and not started:
+                    started = True
+                    wait.deadline = trio.current_time() + timeouts.head
+                self.conn.receive_data(bytes(data))
+        if started:
+            limit = timeouts.head
+            await self._refuse(BadRequest(f"request head not received within {limit:g} s", 408))
+        return None
+
+    async def _refuse(self, error: BadRequest) -> None:
+        """Answer ``error`` as a JSON error with ``connection: close``, if a response can
+        still be sent; then let the client read it before the connection closes."""
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        log.info("refused a request (%d): %s", error.status, error)
+        payload = json.dumps({"error": str(error)}, separators=(",", ":")).encode()
+        headers = [
+            *COMMON_HEADERS,
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            (b"connection", b"close"),
+        ]
+        try:
+            await self.send(h11.Response(status_code=error.status, headers=headers))
+            await self.send(h11.Data(data=payload))
+            await self.send(h11.EndOfMessage())
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # the client is gone: nobody to tell
+        await self._linger()
+
     async def _finish_cycle(self, request: Request) -> bool:
         """Prepare for the next request on this connection; False means close it."""
         if request.body_abandoned:
@@ -268,24 +400,28 @@ class HttpConnection:
             return False
         if self.conn.their_state is not h11.DONE:
             drained = 0
-            async for chunk in request.body():
-                drained += len(chunk)
-                if drained > MAX_DRAIN:
-                    return False
+            try:
+                # The body of a request already answered: bounded, and timed even when it is
+                # a chunked stream, since nobody waits for it any more.
+                async for chunk in request.body(idle=self.timeouts.body_idle):
+                    drained += len(chunk)
+                    if drained > MAX_DRAIN:
+                        return False
+            except BodyError:
+                return False
         if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
             return False
         self.conn.start_next_cycle()
         return True
 
     async def _linger(self) -> None:
-        """After a refused body: end our side, then discard what the client still sends for a
-        moment. Closing at once with its bytes unread would reset the connection, and over TCP
-        a reset can destroy the answer before the client read it."""
+        """After a refusal: end our side, then discard what the client still sends for a
+        moment (see LINGER)."""
         stream = self.stream
         if not isinstance(stream, trio.abc.HalfCloseableStream):
             return
         discarded = 0
-        with trio.move_on_after(LINGER_SECONDS):
+        with trio.move_on_after(LINGER):
             try:
                 await stream.send_eof()
                 while discarded <= MAX_DRAIN and (data := await stream.receive_some(RECEIVE_SIZE)):
@@ -294,12 +430,24 @@ class HttpConnection:
                 pass
 
 
-def handle_connections(handler: Handler) -> Callable[[trio.abc.Stream], Awaitable[None]]:
+# What a client can do to its own connection; the connection ends quietly.
+CLIENT_FAILURES = (
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    h11.RemoteProtocolError,
+    BodyError,
+)
+
+
+def handle_connections(
+    handler: Handler, timeouts: Timeouts | None = None
+) -> Callable[[trio.abc.Stream], Awaitable[None]]:
     async def serve_one(stream: trio.abc.Stream) -> None:
         if isinstance(stream, trio.SocketStream) and stream.socket.family == socket.AF_UNIX:
             # Room for a streamed response to run ahead of a client that reads in bursts (TCP
-            # tunes its own buffers).
-            stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-        await HttpConnection(stream, handler).serve()
+            # tunes its own buffers). A peer already gone is the connection's concern.
+            with contextlib.suppress(OSError):
+                stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        await HttpConnection(stream, handler, timeouts).serve()
 
     return serve_one

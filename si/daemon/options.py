@@ -7,11 +7,11 @@ from pathlib import Path
 
 # How long a finished instance's output, logs and status stay readable (STH's default 180 s).
 DEFAULT_RETENTION_SECONDS = 180.0
-# A reader of an instance's output that falls this far behind the fastest reader is cut off, so
-# it cannot freeze the others: below the runner's 1 MiB window, so the fastest never waits.
-DEFAULT_READER_LAG_BYTES = 768 * 1024
-# ... or whose next byte waited this long while another reader already took it.
-DEFAULT_READER_LAG_SECONDS = 10.0
+# A reader of an instance's output more than this far behind the fastest reader for longer than
+# DEFAULT_READER_LAG_SECONDS is cut off, so it cannot hold the others back. Half the runner's
+# 1 MiB window: the fastest reader runs on for the other half before it has to wait.
+DEFAULT_READER_LAG_BYTES = 512 * 1024
+DEFAULT_READER_LAG_SECONDS = 2.0
 # The largest package upload (compressed bytes) the hub reads; a larger one is refused with 413
 # as soon as its size is known. Half the unpacked limit (si.package.unpack): room for any real
 # sequence with its dependencies, yet a runaway upload cannot take a disk's last gigabytes.
@@ -37,6 +37,14 @@ def parse_size(text: str) -> int:
     return value
 
 
+# How long the HTTP server waits for a client (0 in HubOptions turns one off). A request head is
+# a few hundred bytes: 10 s is ample on any link that works. A body of known length that stops
+# for 30 s has stalled. 60 s keeps a connection warm between a CLI's or a script's requests.
+DEFAULT_HEAD_TIMEOUT = 10.0
+DEFAULT_BODY_IDLE_TIMEOUT = 30.0
+DEFAULT_KEEP_ALIVE_TIMEOUT = 60.0
+
+
 @dataclass(frozen=True)
 class HubOptions:
     """What ``si hub serve`` was asked for.
@@ -47,11 +55,17 @@ class HubOptions:
         host: the TCP address to bind when ``port`` is given.
         kill_on_exit: kill every instance when the hub stops (STH's ``-K``).
         retention: seconds a finished instance stays readable before it is removed.
-        reader_lag_bytes: how far (bytes) a reader of an instance's output may fall behind
-            the fastest reader before it is cut off.
-        reader_lag_seconds: how long a reader's next byte may wait while another reader
-            already took it, before the reader is cut off.
+        reader_lag_bytes: how far (bytes) a reader of an instance's output may be behind the
+            fastest reader at any time.
+        reader_lag_seconds: how long a reader may stay further behind than that before it is
+            cut off.
         max_package_size: the largest package upload accepted, in bytes (compressed).
+        head_timeout: seconds a client has to send a request head (408 after it).
+        body_idle_timeout: longest pause in a request body of declared length, or one read
+            whole (408 after it); chunked streams into a sequence are never timed out.
+        keep_alive_timeout: seconds an idle connection stays open between requests.
+
+    A timeout of 0 turns it off.
     """
 
     home: Path | None = None
@@ -62,3 +76,6 @@ class HubOptions:
     reader_lag_bytes: int = DEFAULT_READER_LAG_BYTES
     reader_lag_seconds: float = DEFAULT_READER_LAG_SECONDS
     max_package_size: int = DEFAULT_MAX_PACKAGE_SIZE
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT
+    body_idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT
+    keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT

@@ -26,7 +26,7 @@ import trio
 from si.allocator import keep_freed_memory
 from si.daemon.api import Api
 from si.daemon.feed import FeedHandler
-from si.daemon.http import handle_connections
+from si.daemon.http import Timeouts, handle_connections
 from si.daemon.hub import Hub
 from si.daemon.options import HubOptions
 from si.errors import SiError
@@ -123,7 +123,10 @@ async def run_hub(
         stack.callback(_unlink_quietly, paths.socket)
         if options.port is not None:
             listeners += await trio.open_tcp_listeners(options.port, host=options.host)
-        serve_http = handle_connections(Api(hub))
+        timeouts = Timeouts.of(
+            options.head_timeout, options.body_idle_timeout, options.keep_alive_timeout
+        )
+        serve_http = handle_connections(Api(hub), timeouts)
         async with trio.open_nursery() as nursery:
             hub.begin(nursery)
             await nursery.start(trio.serve_listeners, serve_http, listeners)

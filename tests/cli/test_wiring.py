@@ -6,6 +6,7 @@ the CLI's side of the contract (arguments, warnings, session updates) on their o
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import types
@@ -169,6 +170,38 @@ def test_hub_serve_defaults_are_hub_options_defaults(serve: ServeRecorder) -> No
     with pytest.raises(SystemExit):
         run(["hub", "serve"])
     assert serve.options == [HubOptions()]
+
+
+TIMEOUT_FLAGS = ["--head-timeout", "5", "--body-idle-timeout", "0", "--keep-alive-timeout", "7.5"]
+TIMEOUT_OPTIONS = {"head_timeout": 5.0, "body_idle_timeout": 0.0, "keep_alive_timeout": 7.5}
+
+
+def test_hub_serve_passes_the_http_timeouts(serve: ServeRecorder) -> None:
+    with pytest.raises(SystemExit):
+        run(["hub", "serve", *TIMEOUT_FLAGS])
+    assert serve.options == [HubOptions(**TIMEOUT_OPTIONS)]
+
+
+def test_hub_serve_detach_hands_the_http_timeouts_to_the_daemon(
+    serve: ServeRecorder, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from si.cli import hubctl
+    from si.daemon.__main__ import main as daemon_main
+
+    handed: list[list[str]] = []
+
+    def detach(serve_args: list[str], paths: object, timeout: float = 0) -> int:
+        handed.append(serve_args)
+        return 4242
+
+    monkeypatch.setattr(hubctl, "detach", detach)
+    assert run(["hub", "serve", "--detach", "--home", str(tmp_path), *TIMEOUT_FLAGS]) == 0
+    # The daemon's own entry point parses what the detached start hands it.
+    try:
+        assert daemon_main(handed[0]) == 3
+    finally:
+        gc.enable()  # main turns the collector off for start-up; the real hub turns it back on
+    assert serve.options == [HubOptions(home=tmp_path, **TIMEOUT_OPTIONS)]
 
 
 def test_hoisting_stops_at_double_dash() -> None:
