@@ -10,9 +10,12 @@ output is not consumed, so its generator pauses).
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -28,6 +31,8 @@ CONTENT_TYPES = (
 )
 DEFAULT_CONTENT_TYPE = "application/x-ndjson"
 NAME = re.compile(r"[A-Za-z0-9_+\-]+")
+
+log = logging.getLogger("si.hub.topics")
 # Unconsumed bytes a topic holds before its producers wait: a burst fits, memory stays flat.
 TOPIC_CAPACITY = 1 << 20
 # Consumed bytes a topic keeps so a consumer that reconnects with its offset loses nothing of
@@ -164,19 +169,66 @@ class Topics:
             self._load(path)
 
     def _load(self, path: Path) -> None:
+        """Restore the topics recorded in ``path``, keeping every entry that parses.
+
+        A damaged file never stops the hub nor silently loses what is readable: each bad entry
+        is named in one warning, and a file that is not JSON at all is moved aside (the next
+        save would otherwise overwrite the only copy someone may want to repair).
+        """
         try:
             stored = read_json(path).get("topics", {})
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return
+        except (OSError, ValueError) as error:
+            self._set_aside(path, f"not a JSON object ({error})")
+            return
+        if not isinstance(stored, dict):
+            self._set_aside(path, '"topics" is not an object')
+            return
+        skipped = []
         for name, entry in stored.items():
             try:
-                topic_type, head = str(entry["contentType"]), int(entry["head"])
-            except (KeyError, TypeError, ValueError):
+                topic = self._restore(name, entry)
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
+                skipped.append(f"{name!r} ({type(error).__name__}: {error})")
                 continue
-            if NAME.fullmatch(name) and topic_type in CONTENT_TYPES:
-                topic = self.topics[name] = self._new(name, topic_type, head)
-                producers = entry.get("producers") or {}
-                topic.restored = {str(k): int(v) for k, v in producers.items()}
+            self.topics[name] = topic
+        if skipped:
+            log.warning(
+                "%s: kept %d topics, skipped %d that do not parse: %s",
+                path,
+                len(self.topics),
+                len(skipped),
+                ", ".join(skipped),
+            )
+
+    def _restore(self, name: str, entry: Any) -> Topic:
+        """One recorded topic; raises for anything that is not a well-formed entry."""
+        topic_type, head = str(entry["contentType"]), int(entry["head"])
+        if not NAME.fullmatch(name):
+            raise ValueError("bad topic name")
+        if topic_type not in CONTENT_TYPES:
+            raise ValueError(f"unsupported content type {topic_type}")
+        if head < 0:
+            raise ValueError(f"negative head {head}")
+        restored = {str(k): int(v) for k, v in (entry.get("producers") or {}).items()}
+        topic = self._new(name, topic_type, head)
+        topic.restored = restored
+        return topic
+
+    @staticmethod
+    def _set_aside(path: Path, reason: str) -> None:
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        try:
+            path.rename(aside)
+        except OSError as error:
+            log.warning(
+                "%s is %s; starting with no topics (cannot move it: %s)", path, reason, error
+            )
+            return
+        log.warning(
+            "%s is %s; starting with no topics, the file is kept as %s", path, reason, aside
+        )
 
     def _new(self, name: str, content_type: str, base: int = 0) -> Topic:
         return Topic(name, content_type, base=base, on_consumed=self._changed.set)

@@ -345,3 +345,53 @@ def run(context, input):
     client.start_sequence(client.send_sequence(python_package(source))["id"], {})
     lines = take_lines(client.topic_stream("runtime", "application/x-ndjson"), 5)
     assert [int(line) for line in lines] == [0, 1, 2, 3, 4]
+
+
+def _create_topics(client: HubClient, *names: str) -> None:
+    for name in names:
+        client._request("POST", "topics", json={"id": name, "content-type": "text/plain"})
+
+
+def _topic_names(client: HubClient) -> set[str]:
+    return {t["topic"] for t in client._request("GET", "topics")}
+
+
+@pytest.mark.timeout(60)
+def test_a_topics_file_with_a_bad_entry_keeps_the_others_and_says_which(
+    client: HubClient, hub: HubProcess, home: Path
+) -> None:
+    _create_topics(client, "kept", "damaged", "also-kept")
+    hub.stop()
+    path = home / "topics.json"
+    stored = json.loads(path.read_text())
+    stored["topics"]["damaged"]["head"] = "not a number"
+    stored["topics"]["also-kept"]["producers"] = {"i1": "x"}
+    stored["topics"]["bad name!"] = {"contentType": "text/plain", "head": 0}
+    path.write_text(json.dumps(stored))
+    hub.start()
+    client = HubClient(hub.address)
+    assert _topic_names(client) == {"kept"}
+    log = hub.log()
+    warning = next(line for line in log.splitlines() if "do not parse" in line)
+    assert str(path) in warning
+    assert "'damaged'" in warning and "'also-kept'" in warning and "'bad name!'" in warning
+
+
+@pytest.mark.timeout(60)
+def test_an_unparsable_topics_file_is_kept_aside_and_the_hub_starts(
+    client: HubClient, hub: HubProcess, home: Path
+) -> None:
+    _create_topics(client, "lost")
+    hub.stop()
+    path = home / "topics.json"
+    damaged = path.read_bytes()[:-7]
+    path.write_bytes(damaged)
+    hub.start()
+    client = HubClient(hub.address)
+    assert _topic_names(client) == set()
+    (aside,) = home.glob("topics.json.corrupt-*")
+    assert aside.read_bytes() == damaged
+    assert "kept as" in hub.log() and str(aside) in hub.log()
+    _create_topics(client, "fresh")
+    assert json.loads(path.read_text())["topics"].keys() == {"fresh"}
+    assert aside.read_bytes() == damaged
