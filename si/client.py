@@ -15,10 +15,12 @@ header, so the caller receives every byte exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import re
+import socket
 import stat
 import threading
 import time
@@ -569,6 +571,7 @@ class HubClient:
         headers.pop("content-length", None)
         chunks = [content] if isinstance(content, bytes) else content
         connection = None
+        failure: list[HubError] = []
         try:
             # The request head goes through h11; the body is framed by hand from a thread,
             # since h11 is not made for two threads at once.
@@ -584,7 +587,6 @@ class HubClient:
             connection.write(
                 h11.Request(method="POST", target=f"{self._prefix}/{path}", headers=head)
             )
-            failure: list[BaseException] = []
             writer = threading.Thread(
                 target=_write_frames,
                 args=(connection.sock, chunk_frames(chunks), failure),
@@ -603,7 +605,11 @@ class HubClient:
                 response.read()
                 raise _status_error(response, self._url(path))
             yield from response.iter_bytes()
+            if failure:
+                raise failure[0]
         except (ConnectFailed, ConnectionLost) as exc:
+            if failure:
+                raise failure[0] from None
             raise self._transport_error(exc, path) from None
         finally:
             if connection is not None:
@@ -640,13 +646,30 @@ def _release(transport: Transport, dirfd: int | None) -> None:
         os.close(dirfd)
 
 
-def _write_frames(sock: Any, frames: Iterable[bytes], failure: list[BaseException]) -> None:
-    """Write a chunked body to a socket (the writer half of :meth:`HubClient.inout`)."""
-    try:
-        for frame in frames:
+def _write_frames(sock: Any, frames: Iterable[bytes], failure: list[HubError]) -> None:
+    """Write a chunked body to a socket (the writer half of :meth:`HubClient.inout`).
+
+    When the body itself fails (a file or stdin that cannot be read, a generator that raises),
+    the failure is recorded and the socket shut down: the reading half then stops waiting for
+    output that would never end and reports it. A send that fails means the hub closed the
+    connection, which the reading half sees and reports by itself (or, when the output had
+    ended, the rest of the input was not wanted, as with ``head``).
+    """
+    iterator = iter(frames)
+    while True:
+        try:
+            frame = next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:
+            failure.append(HubError(f"cannot read the input: {_reason(exc)}"))
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            return
+        try:
             sock.sendall(frame)
-    except (OSError, ValueError) as exc:  # the reader closed the socket, or the source failed
-        failure.append(exc)
+        except OSError:
+            return
 
 
 def _tcp_endpoint(url: str, address: str) -> Endpoint:

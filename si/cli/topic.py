@@ -67,11 +67,23 @@ class TopicName(StringParam):
                 topics = client.list_topics()
         except Exception:
             return []
-        names = [t.get("id") if isinstance(t, dict) else t for t in topics]
-        return [CompletionItem(n) for n in names if isinstance(n, str) and n.startswith(incomplete)]
+        names = [topic_name(t) for t in topics]
+        return [CompletionItem(n) for n in names if n.startswith(incomplete)]
 
 
 TOPIC = TopicName()
+
+
+def topic_name(record: object) -> str:
+    """The name in one entry of ``GET topics``: STH sends ``topic`` and ``topicName``; a
+    ``POST topics`` reply and older hubs say ``id``."""
+    if isinstance(record, str):
+        return record
+    if isinstance(record, dict):
+        for key in ("topic", "topicName", "id"):
+            if isinstance(record.get(key), str):
+                return str(record[key])
+    return ""
 
 
 @command(app, "ls", "list", example="si topic ls")
@@ -82,11 +94,9 @@ def list_topics() -> None:
         records = client.list_topics()
     rows = []
     for record in records:
-        item = record if isinstance(record, dict) else {"id": record}
-        rows.append(
-            [item.get("id"), item.get("contentType"), item.get("origin"), item.get("state")]
-        )
-    cli.renderer.table(["NAME", "CONTENT-TYPE", "ORIGIN", "STATE"], rows, records)
+        item = record if isinstance(record, dict) else {}
+        rows.append([topic_name(record), item.get("contentType"), item.get("localProvider")])
+    cli.renderer.table(["NAME", "CONTENT-TYPE", "PROVIDER"], rows, records)
 
 
 @command(app, "create", example="si topic create cities -t text/plain")

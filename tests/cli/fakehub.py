@@ -285,7 +285,17 @@ class _Handler(BaseHTTPRequestHandler):
             case ["log" | "audit"] if method == "GET":
                 self._serve_plan(hub.hub_streams.setdefault(parts[0], OutputPlan()), record)
             case ["topics"] if method == "GET":
-                self._json(200, list(hub.topics.values()))
+                # STH's list shape, not the POST reply's: the CLI must read ``topic``.
+                listed = [
+                    {
+                        "contentType": t["contentType"],
+                        "localProvider": "",
+                        "topic": n,
+                        "topicName": n,
+                    }
+                    for n, t in hub.topics.items()
+                ]
+                self._json(200, listed)
             case ["topics"] if method == "POST":
                 body = record.json()
                 topic = {

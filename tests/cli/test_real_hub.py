@@ -204,3 +204,44 @@ def test_detach_reports_a_hub_that_cannot_start(run_si: RunSi, short_dir: Path) 
     assert "the hub exited with code 1" in result.stderr.decode()
     assert time.monotonic() - began < 30
     assert run_si("hub", "status", "--home", str(home)).returncode == 3
+
+
+@pytest.mark.timeout(60)
+def test_topic_ls_and_topic_completion_name_the_hubs_topics(
+    si_real: RunSi, run_si: RunSi, real_hub: HubProcess
+) -> None:
+    for name in ("alpha", "beta-2"):
+        assert si_real("topic", "create", name, "-t", "text/plain").returncode == 0
+    listed = si_real("topic", "ls")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.decode().splitlines()[1:]]
+    assert sorted(row[:2] for row in rows) == [["alpha", "text/plain"], ["beta-2", "text/plain"]]
+    as_json = json.loads(si_real("--format", "json", "topic", "ls").stdout)
+    assert {t["topic"] for t in as_json} == {"alpha", "beta-2"}
+    completed = run_si(
+        env={
+            "SI_HUB": real_hub.address,
+            "_SI_COMPLETE": "bash_complete",
+            "COMP_WORDS": "si topic get be",
+            "COMP_CWORD": "3",
+        }
+    )
+    assert completed.stdout.decode().split() == ["plain,beta-2"]
+
+
+@pytest.mark.timeout(60)
+def test_inout_from_an_unreadable_file_exits_with_one_error_line(
+    si_real: RunSi, run_si: RunSi, real_hub: HubProcess, tmp_path: Path
+) -> None:
+    folder = tmp_path / "echo"
+    folder.mkdir()
+    (folder / "package.json").write_text(json.dumps({"name": "echo", "main": "main.py"}))
+    (folder / "main.py").write_text(
+        "async def run(context, input):\n    async for line in input:\n        yield line\n"
+    )
+    started = si_real("seq", "deploy", str(folder))
+    assert started.returncode == 0, started.stderr
+    # /proc/self/mem opens as a regular file but reading it at offset 0 fails with EIO.
+    result = si_real("inst", "inout", "-", "/proc/self/mem", "-t", "text/plain")
+    assert result.returncode != 0
+    assert "cannot read the input: Input/output error" in one_error_line(result)

@@ -265,7 +265,7 @@ def test_topic_create_ls_send_get_rm(run_si: RunSi, hub: FakeHub, tmp_path: Path
     created = run_si("topic", "create", "cities", "-t", "text/plain", "--format", "json")
     assert _json_lines(created.stdout)[0]["contentType"] == "text/plain"
     table = run_si("topic", "ls").stdout.decode().splitlines()
-    assert table[0].split() == ["NAME", "CONTENT-TYPE", "ORIGIN", "STATE"]
+    assert table[0].split() == ["NAME", "CONTENT-TYPE", "PROVIDER"]
     assert table[1].split()[:2] == ["cities", "text/plain"]
     assert run_si("topic", "send", "cities", "-t", "text/plain", input=b"Paris\n").returncode == 0
     sent = hub.requests_to("POST", "/topic/cities")[0]

@@ -213,3 +213,28 @@ async def run(context, input):
     assert accepted == {"accepted": True}
     with pytest.raises(HubError, match="monitoringRate"):
         client._request("POST", f"instance/{instance}/_monitoring_rate", json=[4003, {}])
+
+
+ECHO_LINES = """
+async def run(context, input):
+    async for line in input:
+        yield line
+"""
+
+
+@pytest.mark.timeout(30)
+def test_an_inout_body_that_fails_ends_the_call_with_that_error(client: HubClient) -> None:
+    sequence = client.send_sequence(python_package(ECHO_LINES))["id"]
+    instance = client.start_sequence(sequence, {})["id"]
+
+    def body():  # type: ignore[no-untyped-def]
+        yield b"one\n"
+        raise OSError(5, "Input/output error")
+
+    seen: list[bytes] = []
+    answer = client.inout(instance, body(), content_type="text/plain")
+    with pytest.raises(HubError, match="cannot read the input: Input/output error"):
+        seen.extend(answer)
+    assert b"".join(seen) in (b"", b"one\n")
+    # The instance and the hub are unharmed: the next call is answered.
+    assert client.get_instance(instance)["id"] == instance
