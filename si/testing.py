@@ -253,7 +253,7 @@ class FakeRunner:
     (``cut()``) and watch the link reconnect and replay.
     """
 
-    def __init__(self, instance_id: str, token: bytes) -> None:
+    def __init__(self, instance_id: str, token: bytes, pid: int = 0) -> None:
         from si.protocol.frames import Channel
         from si.protocol.link import DEFAULT_WINDOW, Link
 
@@ -268,6 +268,7 @@ class FakeRunner:
                 Channel.CONTROL: DEFAULT_WINDOW,
             },
         )
+        self.pid = pid  # what its HELLO says
         self.received: dict[int, bytearray] = {}
         self.connections = 0
         self._current: Any = None
@@ -290,7 +291,7 @@ class FakeRunner:
         from si.protocol.link import Data, LinkError
 
         link = self.link
-        link.connection_made(pid=0)
+        link.connection_made(pid=self.pid)
         try:
             await stream.send_all(link.data_to_send())
             while True:

@@ -351,6 +351,17 @@ class Instance:
         if self.runner_link is not None and not self.exited:
             self.runner_link.consume(Channel.OUTPUT, nbytes)
 
+    def check_peer(self, peer: dict[str, Any]) -> str | None:
+        # The token proves the peer is this instance's runner; its pid must also be the one
+        # our pidfd pins, or a signal meant for the runner would reach another process (a
+        # forged or stale runner.json). Both runners put their pid in HELLO.
+        if self.pid is not None and peer.get("pid") != self.pid:
+            return (
+                f"the runner on its socket is pid {peer.get('pid')}, not pid {self.pid} "
+                "named in runner.json; it is not signalled (stop it by hand if it still runs)"
+            )
+        return None
+
     def on_established(self, peer: dict[str, Any], received: dict[int, int]) -> None:
         # A hub that adopted a running runner starts its pipe where the runner's unconsumed
         # output begins; offsets then match those its followers resume from.

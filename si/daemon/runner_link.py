@@ -50,6 +50,10 @@ HANDSHAKE_TIMEOUT = 5.0
 class LinkOwner(Protocol):
     """What the link reports to: the hub's Instance."""
 
+    def check_peer(self, peer: dict[str, Any]) -> str | None:
+        """Why the authenticated peer is not the runner we hold (None: it is)."""
+        ...
+
     def on_established(self, peer: dict[str, Any], received: dict[int, int]) -> None: ...
     def on_output(self, data: bytes) -> None: ...
     def on_output_end(self) -> None: ...
@@ -72,6 +76,10 @@ async def connect_unix(path: str) -> trio.SocketStream:
 
 
 Connect = Callable[[], Awaitable[trio.abc.Stream]]
+
+
+class PeerRefused(LinkError):
+    """The peer holds the token but is not the process the hub watches: never adopt it."""
 
 
 class RunnerLink:
@@ -176,8 +184,9 @@ class RunnerLink:
                 await trio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
-            refused = await self._serve_connection(stream)
-            if refused is not None and not self.proven and deadline is not None:
+            refused, disproven = await self._serve_connection(stream)
+            if disproven or (refused is not None and not self.proven and deadline is not None):
+                assert refused is not None
                 self.owner.on_unreachable(refused)
                 return
             if self.proven:
@@ -186,17 +195,22 @@ class RunnerLink:
                 await trio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
 
-    async def _serve_connection(self, stream: trio.abc.Stream) -> str | None:
-        """Pump one connection until it ends; returns why the peer was refused, if it was."""
+    async def _serve_connection(self, stream: trio.abc.Stream) -> tuple[str | None, bool]:
+        """Pump one connection until it ends; returns why the peer was refused, if it was,
+        and whether it was disproven (not the watched process: no later dial can help)."""
         self._stream = stream
         self.link.connection_made()
         refused: str | None = None
+        disproven = False
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer)
                 self.flush()
                 try:
                     refused = await self._pump(stream)
+                except PeerRefused as exc:
+                    log.warning("runner at %s refused: %s", self.socket_path, exc)
+                    refused, disproven = str(exc), True
                 except LinkError as exc:
                     # The nursery would wrap it in a group: handle it here, in the body.
                     log.warning("link to %s broken: %s", self.socket_path, exc)
@@ -210,7 +224,7 @@ class RunnerLink:
             self._flushed = trio.Event()
             with trio.CancelScope(shield=True):
                 await stream.aclose()
-        return refused
+        return refused, disproven
 
     async def _pump(self, stream: trio.abc.Stream) -> str | None:
         with trio.move_on_after(self.handshake_timeout) as handshake:
@@ -252,6 +266,9 @@ class RunnerLink:
                 if event.channel == Channel.OUTPUT:
                     owner.on_output_end()
             elif isinstance(event, Established):
+                refusal = owner.check_peer(event.peer)
+                if refusal is not None:
+                    raise PeerRefused(refusal)
                 self.connected.set()
                 owner.on_established(event.peer, event.received)
                 self._window_changed.set()

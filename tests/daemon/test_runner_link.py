@@ -27,6 +27,12 @@ class Owner:
         self.unreachable: str | None = None
         self.alive = True
         self.runner_link: RunnerLink | None = None
+        self.expected_pid: int | None = None
+
+    def check_peer(self, peer: dict[str, Any]) -> str | None:
+        if self.expected_pid is not None and peer.get("pid") != self.expected_pid:
+            return f"pid {peer.get('pid')} is not {self.expected_pid}"
+        return None
 
     def on_established(self, peer: dict[str, Any], received: dict[int, int]) -> None:
         self.established += 1
@@ -122,6 +128,27 @@ async def test_a_runner_without_the_token_is_refused_at_once(
     assert "token" in owner.unreachable
     assert trio.current_time() - started < 0.1
     assert owner.established == 0
+
+
+@pytest.mark.parametrize("prove_within", [3.0, None])
+async def test_a_token_holder_that_is_not_the_watched_process_is_refused_for_good(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, prove_within: float | None
+) -> None:
+    owner = Owner()
+    owner.expected_pid = 4242
+    runner = FakeRunner(INSTANCE, TOKEN, pid=777)
+    runner_link = RunnerLink(
+        owner,
+        hub_link(known=False),
+        "unused",
+        connect=runner.connector(nursery),
+        prove_within=prove_within,
+    )
+    with trio.fail_after(1):
+        await runner_link.run()
+    assert owner.unreachable == "pid 777 is not 4242"
+    assert owner.established == 0
+    assert runner_link.dials == 1
 
 
 async def test_output_cut_in_flight_is_replayed_exactly_once(

@@ -6,6 +6,7 @@ runs the large numbers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -289,6 +290,41 @@ def test_a_reused_pid_or_wrong_socket_marks_the_instance_lost_and_is_never_signa
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+@pytest.mark.timeout(60)
+def test_a_forged_runner_record_with_the_real_socket_is_refused_and_its_pid_never_signalled(
+    hub: HubProcess,
+) -> None:
+    client = HubClient(hub.address)
+    [instance] = start_counters(client, 1, length=1000000, delays=["0.01"])
+    hub.stop()
+    runner_json = hub.home / "instances" / instance / "runner.json"
+    body = json.loads(runner_json.read_text())
+    real = ProcessIdentity(body["pid"], body["start_time"], body["boot_id"])
+    sleeper = subprocess.Popen(["sleep", "600"])
+    try:
+        identity = ProcessIdentity.of(sleeper.pid)
+        assert identity is not None
+        # A live process's true identity, with the real runner still on the real socket.
+        body.update(pid=sleeper.pid, start_time=identity.start_time)
+        runner_json.write_text(json.dumps(body))
+        hub.start()
+        client = HubClient(hub.address)
+        info = wait_for(lambda: client.get_instance(instance), timeout=5)
+        wait_for(lambda: client.get_instance(instance)["status"] == "lost", timeout=5)
+        reason = client.get_instance(instance)["terminated"]["reason"]
+        assert f"pid {real.pid}, not pid {sleeper.pid}" in reason, info
+        with contextlib.suppress(HubError):
+            client.kill_instance(instance)
+        time.sleep(0.5)
+        assert sleeper.poll() is None
+        # The real runner is left alone too: the hub signals nothing it cannot prove.
+        assert real.is_alive()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        os.kill(real.pid, signal.SIGKILL)
 
 
 def test_a_corrupt_instance_record_affects_only_that_instance(hub: HubProcess) -> None:

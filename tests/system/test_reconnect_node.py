@@ -85,3 +85,8 @@ test_every_follower_and_every_reader_arriving_during_readoption_sees_no_gap_and_
 def test_every_reconnect_test_is_run_for_javascript_too() -> None:
     names = {name for name in vars(reconnect) if name.startswith("test_")}
     assert names <= set(globals()), f"not rebound here: {sorted(names - set(globals()))}"
+
+
+test_a_forged_runner_record_with_the_real_socket_is_refused_and_its_pid_never_signalled = _rebind(
+    "test_a_forged_runner_record_with_the_real_socket_is_refused_and_its_pid_never_signalled"
+)
