@@ -11,6 +11,7 @@ process itself, which lives in its own session and survives the hub.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -19,11 +20,13 @@ import shutil
 import time
 import uuid
 from collections import deque
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 import trio.lowlevel
 
+from si.daemon.fds import Headroom, OutOfFileDescriptors, is_exhaustion
 from si.daemon.feed import Feed
 from si.daemon.node import NodeNotFound, node_runner_argv, node_spare_argv
 from si.daemon.options import HubOptions
@@ -47,6 +50,11 @@ START_TIMEOUT = 30.0
 LOAD_FAILURES = (21, 22)
 # An adopted runner must answer its socket and prove the token within this; else it is lost.
 ADOPT_PROOF_TIMEOUT = 3.0
+# A runner that could not be watched for want of file descriptors is tried again this often.
+ADOPT_RETRY = 1.0
+# A runner started but not watchable is killed through the keeper; tries, spaced out.
+ABANDON_ATTEMPTS = 5
+ABANDON_RETRY = 0.2
 # After a runner exits, how long its link may take to deliver what it wrote before exiting.
 LINK_DRAIN_TIMEOUT = 1.0
 # Loaded instances settled between two checks for requests at start-up: ~5 ms of work, so a
@@ -63,10 +71,26 @@ class ApiError(Exception):
         self.message = message
 
 
+def out_of_fds(exc: OutOfFileDescriptors) -> str:
+    return f"the hub is out of file descriptors ({exc}); the instance was not started"
+
+
+def discard_directory(directory: Path) -> bool:
+    """Remove what a refused start wrote; True once it is gone. rmtree needs descriptors,
+    which a hub out of them lacks: then an empty directory still goes with rmdir."""
+    shutil.rmtree(directory, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        directory.rmdir()
+    return not directory.exists()
+
+
 def storage_error(exc: OSError, doing: str) -> ApiError:
-    """The answer to a request that failed to write: 507 when the disk is full, else 500."""
+    """The answer to a request that failed to write: 507 when the disk is full, 503 when the
+    hub is out of file descriptors, else 500."""
     if is_disk_full(exc):
         return ApiError(507, f"{doing}: the hub's disk is full ({exc.strerror})")
+    if is_exhaustion(exc):
+        return ApiError(503, f"{doing}: the hub is out of file descriptors ({exc.strerror})")
     return ApiError(500, f"{doing}: {exc.strerror or exc}")
 
 
@@ -190,7 +214,19 @@ class Hub:
         except Exception as exc:
             self._mark_lost(instance, f"runner record unreadable: {exc}")
             return
-        if not instance.attach_process(identity):
+        try:
+            attached = instance.attach_process(identity)
+        except OutOfFileDescriptors as exc:
+            # Nothing is known about the runner: it is neither lost nor adopted. Try again.
+            log.warning(
+                "instance %s: cannot watch its runner yet (%s); retrying in %.0f s",
+                instance.id,
+                exc,
+                ADOPT_RETRY,
+            )
+            self.nursery.start_soon(self._adopt_later, instance)
+            return
+        if not attached:
             ended = instance.directory / "exit.json", instance.directory / "wait.json"
             if any(path.exists() for path in ended):
                 instance.exited = True
@@ -203,6 +239,11 @@ class Hub:
         instance.make_link(token, socket_path, prove_within=ADOPT_PROOF_TIMEOUT)
         self.nursery.start_soon(self._supervise, instance)
         self.route_instance(instance)  # routes recorded before the restart
+
+    async def _adopt_later(self, instance: Instance) -> None:
+        await trio.sleep(ADOPT_RETRY)
+        if not instance.exited and instance.pidfd is None:
+            self._adopt(instance)
 
     def _route_ended(self, instance: Instance) -> None:
         """An instance that ended while no hub watched still hands its saved output to the
@@ -237,12 +278,28 @@ class Hub:
         """Spawn a runner for ``sequence`` and wait until its sequence is loaded and running.
 
         Raises:
-            ApiError: 409 for a taken instance id, 400 when the sequence fails to start.
+            ApiError: 409 for a taken instance id, 400 when the sequence fails to start, 503
+                when the hub is out of file descriptors (no runner is left running).
         """
         instance_id = payload.get("instanceId") or str(uuid.uuid4())
         directory = self.paths.instances / instance_id
         if instance_id in self.instances or directory.exists():
             raise ApiError(409, "Instance with a given ID already exists")
+        try:
+            # Held until the runner is spawned: a hub with no room to watch a runner refuses
+            # the start before anything runs (fds.py).
+            headroom = Headroom()
+        except OutOfFileDescriptors as exc:
+            raise ApiError(503, out_of_fds(exc)) from exc
+        try:
+            return await self._start_instance(sequence, payload, instance_id, headroom)
+        finally:
+            headroom.release()
+
+    async def _start_instance(
+        self, sequence: Sequence, payload: dict[str, Any], instance_id: str, headroom: Headroom
+    ) -> Instance:
+        directory = self.paths.instances / instance_id
         token = secrets.token_hex(32)
         socket_path = directory / "runner.sock"
         manifest = sequence.manifest
@@ -278,7 +335,8 @@ class Hub:
             write_json_atomic(directory / "spawn.json", spawn)
         except OSError as exc:
             # The runner cannot start without its spawn file: refuse the start, leave nothing.
-            shutil.rmtree(directory, ignore_errors=True)
+            headroom.release()  # rmtree needs descriptors too
+            discard_directory(directory)
             raise storage_error(exc, "cannot start an instance") from exc
         from si.daemon.instance import Instance
 
@@ -293,9 +351,19 @@ class Hub:
             else:
                 pid = await self.spawner.spawn(directory)
         except (SpawnError, NodeNotFound) as exc:
-            shutil.rmtree(directory, ignore_errors=True)
+            headroom.release()  # rmtree needs descriptors too
+            discard_directory(directory)
             raise ApiError(500, f"cannot start a runner: {exc}") from exc
-        instance.attach_spawned(pid)
+        except OutOfFileDescriptors as exc:  # the keeper could not be asked: nothing started
+            headroom.release()  # rmtree needs descriptors too
+            discard_directory(directory)
+            raise ApiError(503, out_of_fds(exc)) from exc
+        headroom.release()  # no checkpoint from here to the pidfd: the fds are ours
+        try:
+            instance.attach_spawned(pid)
+        except OutOfFileDescriptors as exc:
+            await self._abandon_start(instance, pid)
+            raise ApiError(503, out_of_fds(exc)) from exc
         instance.make_link(token, str(socket_path))
         self.instances[instance_id] = instance
         sequence.instances.append(instance_id)
@@ -326,6 +394,30 @@ class Hub:
             raise ApiError(400, f"Sequence did not start within {START_TIMEOUT:.0f} s")
         reason = (instance.terminated or {}).get("reason", "Runner failed")
         raise ApiError(400, reason)
+
+    async def _abandon_start(self, instance: Instance, pid: int) -> None:
+        """A runner was spawned but cannot be watched: have its keeper (its parent, so the pid
+        is still that runner's) kill it, and keep nothing of the start."""
+        for attempt in range(ABANDON_ATTEMPTS):
+            try:
+                await self.spawner.kill(pid)
+                break
+            except (SpawnError, OSError) as exc:
+                failure = exc
+                await trio.sleep(ABANDON_RETRY * (attempt + 1))  # descriptors may come free
+        else:
+            log.error(
+                "instance %s: its runner (pid %d) could not be stopped (%s); stop it by hand",
+                instance.id,
+                pid,
+                failure,
+            )
+            return
+        for attempt in range(ABANDON_ATTEMPTS):
+            if discard_directory(instance.directory):
+                return
+            await trio.sleep(ABANDON_RETRY * (attempt + 1))
+        log.warning("instance %s: cannot remove %s", instance.id, instance.directory)
 
     async def _supervise(self, instance: Instance) -> None:
         """Own one runner until it ends: its link, its exit, then the retention timer."""

@@ -29,6 +29,7 @@ from typing import Any
 import trio
 
 from si.daemon.events import EventBoard
+from si.daemon.fds import OutOfFileDescriptors, is_exhaustion
 from si.daemon.pipe import LagLimit, OutputPipe
 from si.daemon.runner_link import RunnerLink
 from si.daemon.state_files import StateFiles
@@ -206,20 +207,40 @@ class Instance:
 
         It may already have exited (a sequence that fails at once); then the pidfd cannot be
         had and the exit is collected from the files the runner and keeper leave.
+
+        Raises:
+            OutOfFileDescriptors: no descriptor to watch it with; it may well be running.
         """
         self.pid = pid
-        identity = ProcessIdentity.of(pid)
+        try:
+            identity = ProcessIdentity.of(pid)
+        except OSError as exc:
+            raise OutOfFileDescriptors(exc.strerror or str(exc)) from exc
         if identity is None or not self.attach_process(identity):
             self.exited = True
 
     def attach_process(self, identity: ProcessIdentity) -> bool:
-        """Hold a pidfd on an adopted runner; False if that process is no longer the runner."""
+        """Hold a pidfd on an adopted runner; False if that process is no longer the runner.
+
+        Raises:
+            OutOfFileDescriptors: the hub is at its descriptor limit: nothing is known about
+                the process, which must not be taken for gone.
+        """
         try:
             pidfd = os.pidfd_open(identity.pid)
         except ProcessLookupError:
             return False
+        except OSError as exc:
+            if is_exhaustion(exc):
+                raise OutOfFileDescriptors(exc.strerror or str(exc)) from exc
+            raise
         # Checked after opening: the pidfd now pins this exact process.
-        if not identity.is_alive():
+        try:
+            alive = identity.is_alive()
+        except OSError as exc:
+            os.close(pidfd)
+            raise OutOfFileDescriptors(exc.strerror or str(exc)) from exc
+        if not alive:
             os.close(pidfd)
             return False
         self.identity = identity

@@ -21,6 +21,7 @@ from typing import Any
 import trio
 
 import si
+from si.daemon.fds import OutOfFileDescriptors, is_exhaustion
 from si.paths import connectable_unix_path
 
 log = logging.getLogger("si.hub.spawn")
@@ -65,6 +66,8 @@ class Spawner:
             try:
                 reply = await self._request(request)
             except (OSError, trio.TooSlowError, ValueError) as exc:
+                if is_exhaustion(exc):
+                    raise OutOfFileDescriptors(getattr(exc, "strerror", None) or str(exc)) from exc
                 if attempt:
                     raise SpawnError(f"the keeper does not answer: {exc}") from exc
                 await self.start_keeper()
@@ -73,6 +76,20 @@ class Spawner:
                 return int(reply["pid"])
             raise SpawnError(str(reply.get("error", "the keeper refused")))
         raise AssertionError("unreachable")
+
+    async def kill(self, pid: int) -> None:
+        """Have the keeper SIGKILL its runner ``pid``: as the parent that has not reaped it,
+        the keeper knows the pid is still that runner, which no one else can know.
+
+        Raises:
+            SpawnError: the keeper refused (not its runner) or did not answer.
+        """
+        try:
+            reply = await self._request({"kill": pid})
+        except (OSError, trio.TooSlowError, ValueError) as exc:
+            raise SpawnError(f"the keeper does not answer: {exc}") from exc
+        if reply.get("killed") != pid:
+            raise SpawnError(str(reply.get("error", "the keeper refused")))
 
     async def _request(self, body: dict[str, Any]) -> dict[str, Any]:
         target, dirfd = connectable_unix_path(self.socket_path)

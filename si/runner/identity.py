@@ -6,6 +6,7 @@ the process start time (in clock ticks since boot) and the boot id cannot.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 from dataclasses import dataclass
@@ -16,11 +17,16 @@ def process_start_time(pid: int) -> int | None:
     """Field 22 of ``/proc/<pid>/stat``, or ``None`` when no such live process exists.
 
     A zombie (exited, not yet reaped) counts as gone.
+
+    Raises:
+        OSError: EMFILE or ENFILE: out of descriptors, which says nothing about the process.
     """
     # os.open/os.read rather than pathlib: a restarted hub asks this for every runner it adopts.
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-    except OSError:
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            raise
         return None
     try:
         stat = os.read(fd, 4096)

@@ -19,6 +19,8 @@ with one line:
     {"spawn": "<instance dir>", "argv": [...]}     -> {"pid": N}  exec another runner (Node.js)
     {"spawn": ..., "argv": [...], "spare": [...]}   -> {"pid": N}  the same, by a warm spare
     {"ping": true}                                 -> {"pid": <keeper pid>}
+    {"kill": N}                                    -> {"killed": N}  SIGKILL runner N (one of
+                                                      ours, not reaped: the pid is still it)
 
 With ``spare``, the argv of a runner that boots and waits for an assignment, the keeper hands
 the instance to a spare it has booted already and boots a replacement after answering; the
@@ -166,6 +168,15 @@ class Keeper:
             listener.close()
         return pid
 
+    def kill(self, pid: Any) -> dict[str, Any]:
+        """SIGKILL a runner of ours, for a hub that started it but cannot watch it."""
+        if not isinstance(pid, int) or pid not in self.children:
+            return {"error": f"{pid!r} is not a runner of this keeper"}
+        # Not reaped yet (reap() removes it from children), so the pid cannot have been reused.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        return {"killed": pid}
+
     def reap(self) -> None:
         while True:
             try:
@@ -191,6 +202,8 @@ class Keeper:
             return {"error": "a request is a JSON object"}
         if request.get("ping"):
             return {"pid": os.getpid()}
+        if "kill" in request:
+            return self.kill(request["kill"])
         target = request.get("spawn")
         argv = request.get("argv")
         spare = request.get("spare")
