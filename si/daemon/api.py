@@ -202,6 +202,21 @@ class Api:
         return instance
 
     @staticmethod
+    def _send_control(instance: Instance, code: int, body: dict[str, Any]) -> None:
+        """A client's message to a runner; 503 while the runner does not read its control
+        channel (the hub holds at most a window of them, then refuses)."""
+        from si.daemon.runner_link import WindowFull
+
+        try:
+            instance.send_control(code, body)
+        except WindowFull as exc:
+            raise ApiError(
+                503,
+                f"Instance {instance.id} is not reading its control messages ({exc}); "
+                "try again later",
+            ) from exc
+
+    @staticmethod
     async def _json_body(request: Request) -> Any:
         """The request's JSON body; absent, empty or ``null`` bodies read as ``None``.
 
@@ -577,7 +592,7 @@ class Api:
             message["message"] = event["message"]
         from si.daemon.instance import EVENT
 
-        instance.send_control(EVENT, message)
+        self._send_control(instance, EVENT, message)
         await response.json(200, {"accepted": "OK"})
 
     async def get_event(self, request: Request, response: Response) -> None:
@@ -711,7 +726,7 @@ class Api:
             raise ApiError(400, "Invalid format: expected [4003, {monitoringRate: n >= 0}]")
         from si.daemon.instance import MONITORING_RATE
 
-        instance.send_control(MONITORING_RATE, {"monitoringRate": rate})
+        self._send_control(instance, MONITORING_RATE, {"monitoringRate": rate})
         await response.json(202, {"accepted": True})
 
     async def kill_instance(self, request: Request, response: Response) -> None:

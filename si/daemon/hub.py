@@ -572,12 +572,18 @@ class Hub:
     def broadcast_event(self, source: Instance, name: str, message: Any) -> None:
         """STH's in-hub event bus: an instance's event goes to every other live instance."""
         from si.daemon.instance import EVENT
+        from si.daemon.runner_link import WindowFull
 
         self.settle()
         body = {"eventName": name, "source": source.id, "message": message}
         for other in self.instances.values():
             if other is not source and other.live and not other.exited:
-                other.send_control(EVENT, body)
+                try:
+                    other.send_control(EVENT, body)
+                except WindowFull:
+                    # Not reading its control channel: this one misses the event, the rest
+                    # do not wait for it.
+                    log.debug("instance %s: event %s not delivered (window full)", other.id, name)
 
     def _schedule_expiry(self, instance: Instance) -> None:
         self.nursery.start_soon(self._expire, instance)
@@ -608,7 +614,7 @@ class Hub:
 
         instance.set_status("stopping")
         instance.keepalive_since_stop = False
-        instance.send_control(STOP, {"timeout": timeout_ms, "canCallKeepalive": can_keep_alive})
+        instance.send_own_control(STOP, {"timeout": timeout_ms, "canCallKeepalive": can_keep_alive})
         with trio.move_on_after(timeout_ms / 1000):
             await instance.finished.wait()
         if instance.finished.is_set():

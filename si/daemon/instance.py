@@ -31,7 +31,7 @@ import trio
 from si.daemon.events import EventBoard
 from si.daemon.fds import OutOfFileDescriptors, is_exhaustion
 from si.daemon.pipe import LagLimit, OutputPipe
-from si.daemon.runner_link import RunnerLink
+from si.daemon.runner_link import RunnerLink, WindowFull
 from si.daemon.state_files import StateFiles
 from si.fsutil import read_json, write_json_atomic
 from si.protocol.frames import Channel
@@ -62,6 +62,8 @@ EXIT_MEANINGS: dict[int, tuple[str, str]] = {
 }
 # After KILL, how long the runner gets to exit by itself before it is SIGKILLed.
 KILL_GRACE = 5.0
+# Room past a full control window for the hub's own STOP and KILL (a few dozen bytes each).
+CONTROL_RESERVE = 64 * 1024
 # How long to wait for the keeper's record of a runner's exit status once the runner is gone.
 WAIT_STATUS_TIMEOUT = 0.5
 # After re-adoption, consumed output is kept this long (at most RESUME_HOLD_BYTES of it) so
@@ -443,12 +445,28 @@ class Instance:
     # -- control ---------------------------------------------------------------------------
 
     def send_control(self, code: int, body: dict[str, Any]) -> None:
+        """Send a client's message (an event, a monitoring rate) to the runner.
+
+        Raises:
+            WindowFull: the runner is not reading its control channel; nothing was queued.
+        """
         if self.runner_link is not None:
             self.runner_link.send_json(Channel.CONTROL, [code, body])
 
+    def send_own_control(self, code: int, body: dict[str, Any]) -> None:
+        """Send the hub's own STOP or KILL: past a full window, within a reserve. A runner that
+        has not read a whole window and the reserve has earlier STOPs and KILLs still unread;
+        the hub's timeouts and SIGKILL end it without one more."""
+        if self.runner_link is None:
+            return
+        try:
+            self.runner_link.send_json(Channel.CONTROL, [code, body], allowance=CONTROL_RESERVE)
+        except WindowFull:
+            log.warning("instance %s: not reading its control channel; %d not sent", self.id, code)
+
     async def kill(self) -> None:
         """Ask the runner to exit; SIGKILL it if it has not after ``KILL_GRACE`` seconds."""
-        self.send_control(KILL, {})
+        self.send_own_control(KILL, {})
         with trio.move_on_after(KILL_GRACE):
             await self.finished.wait()
             return

@@ -78,6 +78,10 @@ async def connect_unix(path: str) -> trio.SocketStream:
 Connect = Callable[[], Awaitable[trio.abc.Stream]]
 
 
+class WindowFull(Exception):
+    """The runner has not consumed enough of a channel to take this message now."""
+
+
 class PeerRefused(LinkError):
     """The peer holds the token but is not the process the hub watches: never adopt it."""
 
@@ -151,9 +155,22 @@ class RunnerLink:
             start += len(piece)
             self.flush()
 
-    def send_json(self, channel: int, body: Any) -> None:
-        """Queue a small message; message channels are not window-limited in practice."""
-        self.link.send_json(channel, body)
+    def send_json(self, channel: int, body: Any, *, allowance: int = 0) -> None:
+        """Queue one message if it fits in the channel's window plus ``allowance`` bytes.
+
+        A runner that does not read its control channel (its event loop blocked, the process
+        stopped) must not make the hub hold every message sent to it: what does not fit is
+        refused, and the caller says so. ``allowance`` lets the hub's own few STOP and KILL
+        messages through even when clients have filled the window.
+
+        Raises:
+            WindowFull: the message was not queued.
+        """
+        data = json.dumps(body, separators=(",", ":")).encode()
+        out = self.link.outbound[channel]
+        if out.in_flight() + len(data) > out.window + allowance:
+            raise WindowFull(f"{out.in_flight()} bytes sent on channel {channel} not yet read")
+        self.link.send(channel, data)
         self.flush()
 
     def end(self, channel: int) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from si.daemon.runner_link import RETRY_FIRST, RETRY_MAX, RunnerLink
+from si.daemon.runner_link import RETRY_FIRST, RETRY_MAX, RunnerLink, WindowFull
 from si.protocol.frames import Channel
 from si.protocol.link import DEFAULT_WINDOW, Link
 from si.testing import FakeRunner
@@ -204,3 +205,27 @@ async def test_input_waits_for_the_window(
     await runner_link.wait_flushed()
     await trio.sleep(1)
     assert bytes(runner.received[Channel.INPUT]) == payload * chunks
+
+
+def sent_until_refused(runner_link: RunnerLink, message: Any, allowance: int = 0) -> int:
+    """How many copies of ``message`` are queued before one is refused (at most 100,000)."""
+    for accepted in range(100_000):
+        try:
+            runner_link.send_json(Channel.CONTROL, message, allowance=allowance)
+        except WindowFull:
+            return accepted
+    raise AssertionError("never refused")
+
+
+def test_messages_past_the_window_are_refused_and_the_reserve_lets_the_hubs_own_through() -> None:
+    # Not connected at all is the extreme of a runner that does not read: nothing is acked.
+    link = hub_link()
+    runner_link = RunnerLink(Owner(), link, "unused", connect=refused)
+    event = [5001, {"eventName": "e", "message": "x" * 1000}]
+    accepted = sent_until_refused(runner_link, event)
+    control = link.outbound[Channel.CONTROL]
+    assert DEFAULT_WINDOW - 1100 < control.in_flight() <= DEFAULT_WINDOW
+    assert accepted == control.in_flight() // len(json.dumps(event, separators=(",", ":")))
+    # The hub's own KILL still goes out, within its reserve, and the reserve is a bound too.
+    assert sent_until_refused(runner_link, [4002, {}], allowance=64 * 1024) > 0
+    assert control.in_flight() <= DEFAULT_WINDOW + 64 * 1024
