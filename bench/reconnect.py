@@ -57,29 +57,40 @@ class Follower(threading.Thread):
         return lost, duplicated
 
 
+def followed_counters(
+    address: str, instances: int, followers_each: int
+) -> tuple[list[str], list[Follower]]:
+    """Start ``instances`` counters with ``followers_each`` followers each, reading."""
+    client = HubClient(address)
+    sequence = client.send_sequence(python_package(COUNTER))["id"]
+    ids = [client.start_sequence(sequence, {})["id"] for _ in range(instances)]
+    followers = [Follower(address, i) for i in ids for _ in range(followers_each)]
+    for follower in followers:
+        follower.start()
+    return ids, followers
+
+
+def until_all_linked(address: str, instances: int, since: float) -> float:
+    """Milliseconds from ``since`` (a perf_counter) until every instance is linked again."""
+    probe = HubClient(address)
+    while True:
+        listed = probe.list_instances()
+        if len(listed) == instances and all(i.get("connected") for i in listed):
+            return (time.perf_counter() - since) * 1000
+        time.sleep(0.005)
+
+
 def run_case(instances: int, restarts: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="si-bench-") as tmp:
         hub = HubProcess(Path(tmp) / "home").start()
         try:
-            client = HubClient(hub.address)
-            sequence = client.send_sequence(python_package(COUNTER))["id"]
-            ids = [client.start_sequence(sequence, {})["id"] for _ in range(instances)]
-            followers = [Follower(hub.address, i) for i in ids]
-            for follower in followers:
-                follower.start()
+            ids, followers = followed_counters(hub.address, instances, 1)
             time.sleep(1.0)
             timings = []
             for _ in range(restarts):
                 hub.crash()
                 hub.start()  # returns once the hub answers requests
-                ready = time.perf_counter()
-                probe = HubClient(hub.address)
-                while True:
-                    listed = probe.list_instances()
-                    if len(listed) == instances and all(i.get("connected") for i in listed):
-                        break
-                    time.sleep(0.005)
-                timings.append((time.perf_counter() - ready) * 1000)
+                timings.append(until_all_linked(hub.address, instances, time.perf_counter()))
                 time.sleep(1.0)
             for instance in ids:
                 client = HubClient(hub.address)

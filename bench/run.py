@@ -7,8 +7,8 @@
 Each section runs against temporary hubs of its own (``si.testing``) and leaves no process
 behind. Figures are medians of repeated runs with min and max; a section that fails prints
 why and the others still run. The scripts beside this one (``start_latency.py``,
-``runners.py``, ``reconnect.py``, ``cli_speed.py``, ``topics.py``) are run as they are, in a
-subprocess each, and their figures taken from their output.
+``runners.py``, ``reconnect.py``, ``fault.py``, ``cli_speed.py``, ``topics.py``) are run as
+they are, in a subprocess each, and their figures taken from their output.
 
 The JSON file (``bench/results/latest.json`` unless ``--json`` says otherwise; git-ignored)
 holds every figure with its min, max, target and whether it met it, plus the machine and the
@@ -373,6 +373,83 @@ def bench_reconnect(results: Results, quick: bool) -> None:
                 note=f"of {case['lines_read']:,} read",
             )
         )
+
+
+def bench_fault(results: Results, quick: bool) -> None:
+    instances, cycles = ("5", "2") if quick else ("10", "5")
+    (case,) = json_lines(script("fault.py", "--instances", instances, "--cycles", cycles, "--json"))
+    crash, slow = case["crash"], case["slow"]
+    results.add(
+        Figure(
+            "fault",
+            f"kill -9 cycles: {crash['followers']} followers, lines lost + repeated",
+            "lines",
+            crash["follower_lines_lost"] + crash["follower_lines_repeated"],
+            runs=int(cycles),
+            target="0",
+            goal=("<=", 0),
+            note=f"of {crash['follower_lines_read']:,} read",
+        )
+    )
+    results.add(
+        Figure(
+            "fault",
+            f"  {crash['fresh_readers']} readers attached during re-adoption: gaps + repeats",
+            "lines",
+            crash["fresh_gaps"] + crash["fresh_repeats"] + crash["fresh_reader_errors"],
+            runs=int(cycles),
+            target="0",
+            goal=("<=", 0),
+            note=f"of {crash['fresh_lines_read']:,} read; errors {crash['fresh_reader_errors']}",
+        )
+    )
+    results.add(
+        Figure(
+            "fault",
+            f"  all {crash['instances']} instances re-adopted",
+            "ms",
+            crash["readopt_ms_median"],
+            None,
+            crash["readopt_ms_max"],
+            int(cycles),
+            "< 1000 ms",
+            ("<", 1000),
+        )
+    )
+    before, after = slow["rate_before_mb_s"], slow["rate_after_mb_s"]
+    results.add(
+        Figure(
+            "fault",
+            "slow readers: normal reader's rate after they are cut / before",
+            "%",
+            round(100 * after / before, 1) if before else None,
+            target=">= 95 %",
+            goal=(">=", 95),
+            note=f"{before} -> {slow['rate_while_lagging_mb_s']} -> {after} MB/s; "
+            f"longest pause {slow['longest_pause_s']} s",
+        )
+    )
+    results.add(
+        Figure(
+            "fault",
+            "  hub RSS growth while two readers stall",
+            "MiB",
+            round(slow["hub_rss_max_mib"] - slow["hub_rss_start_mib"], 1),
+            target="<= 8 MiB",
+            goal=("<=", 8),
+            note=f"{slow['hub_rss_start_mib']} MiB at start, peak {slow['hub_rss_max_mib']}",
+        )
+    )
+    cuts = (slow["stopped_reader_cut_after_s"], slow["slow_reader_cut_after_s"])
+    results.add(
+        Figure(
+            "fault",
+            "  stalled readers cut off after (stopped, 64 KiB/s)",
+            "s",
+            max(cuts) if None not in cuts else None,
+            note=f"{cuts[0]} s, {cuts[1]} s; default --reader-lag-seconds 2",
+        )
+    )
 
 
 def bench_cli(results: Results, quick: bool) -> None:
@@ -857,6 +934,7 @@ SECTIONS: dict[str, Callable[[Results, bool], None]] = {
     "hub": bench_hub_start,
     "scale": bench_scale,
     "reconnect": bench_reconnect,
+    "fault": bench_fault,
     "cli": bench_cli,
     "topics": bench_topics,
 }

@@ -21,9 +21,11 @@ callers may treat them as I/O failures; :class:`si.client.HubClient` turns them 
 
 from __future__ import annotations
 
+import errno
 import select
 import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -293,13 +295,7 @@ class Transport:
         endpoint = self.endpoint
         try:
             if endpoint.unix_path is not None:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    sock.settimeout(self.connect_timeout)
-                    sock.connect(self.unix_connect_path or endpoint.unix_path)
-                except BaseException:
-                    sock.close()
-                    raise
+                sock = self._connect_unix(self.unix_connect_path or endpoint.unix_path)
             else:
                 sock = socket.create_connection(
                     (endpoint.host, endpoint.port), timeout=self.connect_timeout
@@ -319,6 +315,32 @@ class Transport:
         except OSError as exc:
             raise ConnectFailed(exc.errno, exc.strerror or str(exc)) from exc
         return Connection(sock)
+
+    def _connect_unix(self, path: str) -> socket.socket:
+        """Connect to a Unix socket, waiting out a full listen queue.
+
+        A TCP client whose SYN finds the queue full retransmits; a Unix socket with a timeout
+        fails at once with EAGAIN instead. Many clients reconnecting to a hub that has just
+        restarted meet exactly that, so this retries until the connect timeout.
+        """
+        deadline = None if self.connect_timeout is None else time.monotonic() + self.connect_timeout
+        delay = 0.002
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self.connect_timeout)
+                sock.connect(path)
+                return sock
+            except BlockingIOError:
+                sock.close()
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    full = "the hub's listen queue stayed full"
+                    raise TimeoutError(errno.ETIMEDOUT, full) from None
+            except BaseException:
+                sock.close()
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     def _take(self) -> tuple[Connection, bool]:
         with self._lock:

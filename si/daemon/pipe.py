@@ -30,7 +30,7 @@ Three guards keep that promise honest under faults:
 
 from __future__ import annotations
 
-from collections import deque
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,6 +39,8 @@ import trio
 # The most one read hands out at once: large enough for throughput, small enough to interleave
 # readers and keep each HTTP chunk modest.
 MAX_READ = 256 * 1024
+# Trimmed chunk slots are dropped from the front of the lists once this many have piled up.
+COMPACT_AFTER = 1024
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,12 @@ class OutputPipe:
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
         self._on_consumed = on_consumed
-        self._chunks: deque[tuple[int, bytes]] = deque()
+        # Held bytes as chunks in offset order: ``_offsets[i]`` is where ``_data[i]`` starts.
+        # Entries before ``_first`` are trimmed. A reader finds its chunk by bisection, since
+        # a resume hold can keep thousands of small chunks and every read would scan them.
+        self._offsets: list[int] = []
+        self._data: list[bytes] = []
+        self._first = 0
         self.retain = retain
         self.head = base
         self.tail = base
@@ -119,7 +126,7 @@ class OutputPipe:
 
     def rebase(self, offset: int) -> None:
         """Start an empty pipe at ``offset`` (a re-adopted runner's first unconsumed byte)."""
-        if self._chunks or self.tail != self.head:
+        if self._first < len(self._data) or self.tail != self.head:
             raise RuntimeError("rebase of a non-empty pipe")
         self.head = self.tail = offset
         for reader in self._readers:
@@ -139,7 +146,8 @@ class OutputPipe:
 
     def append(self, data: bytes) -> None:
         if data:
-            self._chunks.append((self.tail, data))
+            self._offsets.append(self.tail)
+            self._data.append(data)
             self.tail += len(data)
             self._wake()
 
@@ -165,7 +173,7 @@ class OutputPipe:
     @property
     def floor(self) -> int:
         """The oldest offset still held: a reader asking for less starts here."""
-        return self._chunks[0][0] if self._chunks else self.head
+        return self._offsets[self._first] if self._first < len(self._data) else self.head
 
     def attach(self, offset: int | None = None, *, lag_limited: bool = True) -> PipeReader:
         """A new reader at ``offset`` (``None``: the head).
@@ -232,11 +240,13 @@ class OutputPipe:
         self._advance_head()
 
     def _peek(self, position: int) -> bytes:
+        offsets, chunks = self._offsets, self._data
+        start = max(bisect_right(offsets, position, lo=self._first) - 1, self._first)
         parts: list[bytes] = []
         size = 0
-        for offset, data in self._chunks:
-            end = offset + len(data)
-            if end <= position:
+        for index in range(start, len(chunks)):
+            offset, data = offsets[index], chunks[index]
+            if offset + len(data) <= position:
                 continue
             if offset < position:
                 data = data[position - offset :]
@@ -318,9 +328,15 @@ class OutputPipe:
         keep_from = self.head - self.retain
         if self._hold is not None:
             keep_from = min(keep_from, self._hold[0])
-        chunks = self._chunks
-        while chunks and chunks[0][0] + len(chunks[0][1]) <= keep_from:
-            chunks.popleft()
+        offsets, chunks, first = self._offsets, self._data, self._first
+        while first < len(chunks) and offsets[first] + len(chunks[first]) <= keep_from:
+            chunks[first] = b""  # its memory goes now, its slot at the next compaction
+            first += 1
+        # Compacting when at least half the slots are trimmed keeps it O(1) per chunk.
+        if first == len(chunks) or (first >= COMPACT_AFTER and 2 * first >= len(chunks)):
+            del offsets[:first], chunks[:first]
+            first = 0
+        self._first = first
 
 
 # How far past the tail a resuming reader may ask for: the runner never has more than one

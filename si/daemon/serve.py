@@ -90,7 +90,9 @@ async def open_unix_api_listener(path: os.PathLike[str]) -> trio.SocketListener:
             await sock.bind(target)
         finally:
             os.umask(old_umask)
-        sock.listen(128)
+        # As deep a queue as the kernel allows (net.core.somaxconn caps it): every follower
+        # and CLI call reconnects at once when a restarted hub comes back.
+        sock.listen(65535)
     except BaseException:
         sock.close()
         raise

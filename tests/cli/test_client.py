@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import random
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +54,40 @@ def test_socket_path_longer_than_the_kernel_limit(tmp_path: Path) -> None:
     with FakeHub(path) as fake, HubClient(path) as client:
         assert client.list_instances() == []
         assert fake.requests[0].path == "/api/v1/instances"
+
+
+def test_a_full_listen_queue_is_waited_out_not_reported_as_no_hub(tmp_path: Path) -> None:
+    # What a restarted hub meets when every follower reconnects at once: a Unix socket's
+    # connect fails with EAGAIN while the queue is full, where TCP would retransmit.
+    path = str(tmp_path / "busy.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(0)
+    queued = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    queued.connect(path)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        probe.connect(path)
+    probe.close()
+
+    def accept_late() -> None:
+        time.sleep(0.3)
+        listener.accept()[0].close()
+        connection = listener.accept()[0]
+        connection.recv(65536)
+        connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]")
+        connection.close()
+
+    server = threading.Thread(target=accept_late, daemon=True)
+    server.start()
+    try:
+        with HubClient(path) as client:
+            assert client.list_instances() == []
+    finally:
+        server.join(5)
+        queued.close()
+        listener.close()
 
 
 def test_error_message_is_the_hubs_error_string(hub: FakeHub, client: HubClient) -> None:
