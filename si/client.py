@@ -61,7 +61,8 @@ STABLE_CONNECTION = 1.0
 # Upload chunk size: big enough to keep the socket busy, small enough to bound memory.
 UPLOAD_CHUNK = 64 * 1024
 OFFSET_HEADER = "x-si-offset"
-# STH's control-message code for an event sent to an instance (sth-api.md §1.3 POST /_event).
+# STH's control-message code for an event sent to an instance (the body of POST /_event is
+# ``[5001, {eventName, message}]``).
 EVENT_CODE = 5001
 
 # "host:port" with no scheme: STH's CLI accepts it and adds http://.

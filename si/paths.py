@@ -64,11 +64,6 @@ class HubPaths:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
-def default_hub_address() -> str:
-    """The hub a client talks to when neither ``--hub`` nor ``SI_HUB`` is given."""
-    return str(HubPaths.default().socket)
-
-
 def connectable_unix_path(path: str | os.PathLike[str]) -> tuple[str, int | None]:
     """Return a path that ``connect``/``bind`` accept even when ``path`` is too long.
 

@@ -24,7 +24,7 @@ import click
 
 import si
 from si.cli import render
-from si.cli.common import CONTEXT_SETTINGS, AliasGroup, CliState
+from si.cli.common import COMPLETE_VAR, CONTEXT_SETTINGS, AliasGroup, CliState
 from si.cli.render import OutputClosed, OutputFormat
 from si.errors import SiError
 
@@ -34,7 +34,6 @@ EXIT_INTERRUPTED = 130
 # Global options with a value, and global flags; both may appear after the subcommand.
 GLOBAL_OPTIONS = ("--hub", "--format", "--config", "--config-path")
 GLOBAL_FLAGS = ("--progress", "--no-progress")
-COMPLETE_VAR = "_SI_COMPLETE"
 
 # The running command's state, for error reporting after click has left its context.
 _current: list[CliState] = []

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from si.client import HubClient
     from si.paths import HubPaths
 
+# The variable through which a shell asks `si` for completions (click's protocol).
+COMPLETE_VAR = "_SI_COMPLETE"
 # Settings shared by every command: -h as in STH, and a wider help than click's 80 columns.
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # Completion asks the hub for ids on every TAB: it must answer at once or not at all.
@@ -62,7 +64,7 @@ class CliState:
 
     @property
     def profile(self) -> Profile:
-        """The profile chosen by sth-cli.md §4.3's precedence (loaded once)."""
+        """The profile chosen by STH's precedence (loaded once)."""
         if self._profile is None:
             from si.cli.profile import select_profile
 

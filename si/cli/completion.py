@@ -18,13 +18,12 @@ from pathlib import Path
 import click
 
 from si.cli import render
-from si.cli.common import AliasGroup, command, group
+from si.cli.common import COMPLETE_VAR, AliasGroup, command, group
 
 app: AliasGroup = group("completion", "Shell completion for bash, zsh and fish.")
 
 SHELLS = ("bash", "zsh", "fish")
 PROGRAM = "si"
-COMPLETE_VAR = "_SI_COMPLETE"
 
 
 # The scripts speak click's completion protocol: the shell function runs ``si`` with

@@ -328,7 +328,7 @@ def restart(instance: str) -> None:
     cli.renderer.show({"killResponse": kill_reply, "seqStartResponse": start_reply})
 
 
-# Statuses of an instance whose process is gone (sth-api.md §2.2, plus si's "lost").
+# Statuses of an instance whose process is gone (STH's, plus si's "lost").
 ENDED_STATUSES = ("completed", "errored", "lost")
 
 

@@ -6,7 +6,7 @@ Files live under platformdirs' user config directory (``~/.config/si`` on Linux,
 - ``si-config.json``: ``{"profile": "<name>"}``, the profile every shell uses by default;
 - ``profiles/<name>.json``: one profile with STH's keys (:data:`DEFAULTS`).
 
-Which profile a command uses (highest first, sth-cli.md §4.3): ``--config-path FILE``,
+Which profile a command uses (highest first, as in STH's CLI): ``--config-path FILE``,
 ``--config NAME``, ``SI_CONFIG_PATH``, ``SI_CONFIG``, ``si-config.json``, ``default``. A profile
 given as a file is read-only.
 

@@ -37,7 +37,8 @@ from si.errors import SiError
 
 app: AliasGroup = group("seq", "Pack, send, start and manage sequences.")
 
-# The keys of a start request (sth-cli.md §6.1); a startup-config file may hold any of them.
+# The keys of a start request (STH's `seq start` options); a startup-config file may
+# hold any of them.
 START_KEYS = ("appConfig", "args", "instanceId", "inputTopic", "outputTopic", "limits")
 # STH checks the length of a caller-chosen instance id (a UUID's textual length).
 INSTANCE_ID_LENGTH = 36
@@ -233,7 +234,7 @@ def update(sequence: str, package: str) -> None:
 
 
 def start_options(function: F) -> F:
-    """The options ``seq start`` and ``seq deploy`` share (sth-cli.md §6.1)."""
+    """The options ``seq start`` and ``seq deploy`` share, as STH's CLI has them."""
     options = [
         click.argument("positional", metavar="[ARGS]...", nargs=-1),
         click.option("--args", "args_json", metavar="JSON", help="Arguments as a JSON array."),

@@ -1,4 +1,4 @@
-"""``si topic``: named streams between instances and clients (sth-cli.md §1.4).
+"""``si topic``: named streams between instances and clients.
 
 ``send`` publishes a file, or stdin, into a topic; ``get`` copies a topic to stdout until
 interrupted. The content type is fixed per topic; ``-t`` says which one a command means.

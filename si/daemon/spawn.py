@@ -1,6 +1,6 @@
 """Starting runners through the home's keeper (``si.runner.keeper``).
 
-This is the process adapter of DESIGN.md §6: the only hub code that knows runners are local
+This is the hub's process adapter: the only hub code that knows runners are local
 processes. The hub asks the keeper to start a runner and gets its pid; the keeper, not the
 hub, is the runner's parent, so runners survive the hub, are reaped whatever happens to it, and
 start by ``fork`` from an interpreter that has the runner imported already.

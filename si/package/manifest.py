@@ -1,6 +1,6 @@
 """package.json of a sequence: parse it, check it, and work out the language and entry file.
 
-STH requires only ``main`` and type-checks a few optional fields (sth-api.md §5); we do the same
+STH requires only ``main`` and type-checks a few optional fields; we do the same
 checks on both sides (``si seq pack`` and the hub's upload), so a package the packer accepts is not
 refused later, and every refusal is one :class:`~si.errors.PackageError` line naming the field.
 

@@ -1,6 +1,6 @@
 """Pack a sequence directory into the gzip-compressed tar the hub accepts.
 
-The layout is STH's (sth-cli.md §5): member names relative to the directory with no ``./`` and no
+The layout is STH's: member names relative to the directory with no ``./`` and no
 top-level folder, an entry for each directory, dotfiles kept, and only ``.siignore`` leaving
 anything out. Beyond STH, the archive is reproducible (sorted members, no owner names, no gzip
 timestamp), so the same tree always packs to the same bytes.

@@ -13,7 +13,7 @@ files only and ``**/*.log`` matches at any depth:
 * a directory that matches is dropped with its whole subtree;
 * lines starting with ``#`` are comments, blank lines are ignored, surrounding spaces stripped.
 
-Two STH quirks (sth-cli.md §5) are fixed on purpose, because the STH behaviour surprises users:
+Two STH quirks are fixed on purpose, because the STH behaviour surprises users:
 
 * ``!pattern`` re-includes what it matches, the last matching line deciding (in STH it excluded
   nearly everything). As in git, it cannot bring back a file below a dropped directory: the

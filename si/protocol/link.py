@@ -163,7 +163,6 @@ class Link:
         self.inbound = {ch: Inbound(known=known, window=w) for ch, w in inbound.items()}
         self._decoder = FrameDecoder()
         self._pending: list[bytes] = []
-        self._connected = False
         self._nonce = b""
         self._peer_hello: dict[str, Any] | None = None
         self._sent_auth = False
@@ -179,7 +178,6 @@ class Link:
         """
         self._decoder = FrameDecoder()
         self._pending.clear()
-        self._connected = True
         self._nonce = os.urandom(16)
         self._peer_hello = None
         self._sent_auth = False
@@ -195,7 +193,6 @@ class Link:
 
     def connection_lost(self) -> None:
         """The connection is gone; data stays in the replay buffers for the next one."""
-        self._connected = False
         self.established = False
         self._pending.clear()
 

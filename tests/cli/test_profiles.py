@@ -1,4 +1,4 @@
-"""Profiles and settings: files under the user's config dir, and STH's precedence (§4.3)."""
+"""Profiles and settings: files under the user's config dir, and STH's precedence."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``-`` convention and the per-session file, as sth-cli.md §2 describes them."""
+"""The ``-`` convention and the per-session file, as STH's CLI has them."""
 
 from __future__ import annotations
 

@@ -193,7 +193,7 @@ def test_pack_warns_when_main_is_typescript(cli: Cli, tmp_path: Path) -> None:
     assert b"TypeScript" in packed.stderr
 
 
-# -- sequence shapes and output rules (sth-api.md §3.10, §5) --------------------------------
+# -- sequence shapes and output rules ------------------------------------------------------
 
 
 SHAPES = {
@@ -303,7 +303,7 @@ def test_working_directory_is_the_package(client: HubClient) -> None:
     assert output(client, instance) == b"from the package\n"
 
 
-# -- input (sth-api.md §3.9) ----------------------------------------------------------------
+# -- input --------------------------------------------------------------------------------
 
 
 def checked_passthrough(kind: str, check: str) -> str:

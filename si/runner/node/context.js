@@ -1,5 +1,5 @@
 'use strict';
-// `this` of a JavaScript sequence: STH's AppContext (sth-api.md §5) over the si runner.
+// `this` of a JavaScript sequence: STH's AppContext over the si runner.
 
 const fs = require('node:fs');
 const util = require('node:util');

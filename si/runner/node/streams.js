@@ -1,5 +1,5 @@
 'use strict';
-// The sequence's input stream and the encoding of its output (sth-api.md §3.9, §3.10).
+// The sequence's input stream and the encoding of its output, as STH's runner has them.
 
 const { Readable } = require('node:stream');
 const { StringDecoder } = require('node:string_decoder');
