@@ -9,8 +9,12 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from si.client import HubClient
 from si.testing import HubProcess, python_package
+
+pytestmark = pytest.mark.system
 
 IDLE = "import asyncio\n\nasync def run(context, input):\n    await asyncio.Future()\n"
 # More than one settling batch (hub.SETTLE_BATCH), so the listing races the background pass.

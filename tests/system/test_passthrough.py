@@ -9,6 +9,8 @@ import pytest
 from si.client import HubClient
 from si.testing import python_package
 
+pytestmark = pytest.mark.system
+
 RETURN_INPUT = "def run(context, input):\n    return input\n"
 PER_LINE = "async def run(context, input):\n    async for line in input:\n        yield line\n"
 READ_ONE_FIRST = "async def run(context, input):\n    await input.read()\n    return input\n"
