@@ -38,7 +38,7 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 from reconnect import followed_counters, until_all_linked  # noqa: E402
 
 from si.client import HubClient  # noqa: E402
-from si.testing import HubProcess, python_package  # noqa: E402
+from si.testing import python_package, running_hub  # noqa: E402
 
 # About 8 MB/s in 80 KB items: the producer, not the reader, sets the normal reader's rate.
 STEADY_PRODUCER = """
@@ -90,52 +90,51 @@ class FreshReader(threading.Thread):
 
 
 def crash_cycles(instances: int, cycles: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="si-fault-") as tmp:
-        hub = HubProcess(Path(tmp) / "home").start()
-        try:
-            ids, followers = followed_counters(hub.address, instances, 2)
-            client = HubClient(hub.address)
-            time.sleep(1.0)
-            timings: list[float] = []
-            fresh: list[FreshReader] = []
-            for _ in range(cycles):
-                hub.crash()
-                hub.start()  # returns once the hub answers requests
-                ready = time.perf_counter()
-                cycle_readers = [FreshReader(hub.address, i, 1.0) for i in ids]
-                for reader in cycle_readers:
-                    reader.start()
-                timings.append(until_all_linked(hub.address, instances, ready))
-                fresh += cycle_readers
-                time.sleep(1.5)
-            for reader in fresh:
-                reader.join(30)
-            for instance in ids:
-                client.kill_instance(instance)
-            for follower in followers:
-                follower.join(30)
-            # Followers of one instance attach a moment apart: each counts from its first line.
-            losses = [gaps_and_repeats(bytes(f.data)) for f in followers]
-            fresh_counts = [gaps_and_repeats(bytes(r.data)) for r in fresh]
-            starts = [int(f.data.split()[0]) for f in followers if f.data]
-            return {
-                "instances": instances,
-                "cycles": cycles,
-                "readopt_ms_median": round(statistics.median(timings), 1),
-                "readopt_ms_max": round(max(timings), 1),
-                "followers": len(followers),
-                "follower_lines_lost": sum(lost for lost, _ in losses),
-                "follower_lines_repeated": sum(dup for _, dup in losses),
-                "follower_lines_read": sum(len(f.data.split()) for f in followers),
-                "follower_first_line_max": max(starts, default=0),
-                "fresh_readers": len(fresh),
-                "fresh_reader_errors": sum(1 for r in fresh if r.error),
-                "fresh_gaps": sum(gaps for gaps, _ in fresh_counts),
-                "fresh_repeats": sum(repeats for _, repeats in fresh_counts),
-                "fresh_lines_read": sum(len(r.data.split()) for r in fresh),
-            }
-        finally:
-            hub.close()
+    with (
+        tempfile.TemporaryDirectory(prefix="si-fault-") as tmp,
+        running_hub(Path(tmp) / "home") as hub,
+    ):
+        ids, followers = followed_counters(hub.address, instances, 2)
+        client = HubClient(hub.address)
+        time.sleep(1.0)
+        timings: list[float] = []
+        fresh: list[FreshReader] = []
+        for _ in range(cycles):
+            hub.crash()
+            hub.start()  # returns once the hub answers requests
+            ready = time.perf_counter()
+            cycle_readers = [FreshReader(hub.address, i, 1.0) for i in ids]
+            for reader in cycle_readers:
+                reader.start()
+            timings.append(until_all_linked(hub.address, instances, ready))
+            fresh += cycle_readers
+            time.sleep(1.5)
+        for reader in fresh:
+            reader.join(30)
+        for instance in ids:
+            client.kill_instance(instance)
+        for follower in followers:
+            follower.join(30)
+        # Followers of one instance attach a moment apart: each counts from its first line.
+        losses = [gaps_and_repeats(bytes(f.data)) for f in followers]
+        fresh_counts = [gaps_and_repeats(bytes(r.data)) for r in fresh]
+        starts = [int(f.data.split()[0]) for f in followers if f.data]
+        return {
+            "instances": instances,
+            "cycles": cycles,
+            "readopt_ms_median": round(statistics.median(timings), 1),
+            "readopt_ms_max": round(max(timings), 1),
+            "followers": len(followers),
+            "follower_lines_lost": sum(lost for lost, _ in losses),
+            "follower_lines_repeated": sum(dup for _, dup in losses),
+            "follower_lines_read": sum(len(f.data.split()) for f in followers),
+            "follower_first_line_max": max(starts, default=0),
+            "fresh_readers": len(fresh),
+            "fresh_reader_errors": sum(1 for r in fresh if r.error),
+            "fresh_gaps": sum(gaps for gaps, _ in fresh_counts),
+            "fresh_repeats": sum(repeats for _, repeats in fresh_counts),
+            "fresh_lines_read": sum(len(r.data.split()) for r in fresh),
+        }
 
 
 def rss_mib(pid: int) -> float:
@@ -224,62 +223,61 @@ class StalledReader(threading.Thread):
 
 
 def slow_readers() -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="si-fault-") as tmp:
-        hub = HubProcess(Path(tmp) / "home").start()
+    with (
+        tempfile.TemporaryDirectory(prefix="si-fault-") as tmp,
+        running_hub(Path(tmp) / "home") as hub,
+    ):
         assert hub.process is not None
-        try:
-            client = HubClient(hub.address)
-            sequence = client.send_sequence(python_package(STEADY_PRODUCER))["id"]
-            instance = client.start_sequence(sequence, {})["id"]
-            meter = Meter(hub.address, instance)
-            meter.start()
-            rss: list[float] = []
-            sampling = threading.Event()
+        client = HubClient(hub.address)
+        sequence = client.send_sequence(python_package(STEADY_PRODUCER))["id"]
+        instance = client.start_sequence(sequence, {})["id"]
+        meter = Meter(hub.address, instance)
+        meter.start()
+        rss: list[float] = []
+        sampling = threading.Event()
 
-            def sample() -> None:
-                while not sampling.is_set():
-                    rss.append(rss_mib(hub.process.pid))  # type: ignore[union-attr]
-                    time.sleep(0.05)
+        def sample() -> None:
+            while not sampling.is_set():
+                rss.append(rss_mib(hub.process.pid))  # type: ignore[union-attr]
+                time.sleep(0.05)
 
-            sampler = threading.Thread(target=sample, daemon=True)
-            time.sleep(1.0)
-            rss_start = rss_mib(hub.process.pid)
-            sampler.start()
-            begin = time.monotonic()
-            time.sleep(PHASE)
-            lagging = time.monotonic()
-            stopped = StalledReader(hub.address, instance, 0)
-            slow = StalledReader(hub.address, instance, 64 * 1024)
-            stopped.start()
-            slow.start()
-            time.sleep(2 * PHASE)
-            after = time.monotonic()
-            time.sleep(PHASE)
-            end = time.monotonic()
-            stopped.drain.set()
-            slow.drain.set()
-            stopped.join(15)
-            slow.join(15)
-            sampling.set()
-            sampler.join()
-            meter.stop.set()
-            client.kill_instance(instance)
-            meter.join(15)
-            return {
-                "rate_before_mb_s": round(meter.rate(begin, lagging), 2),
-                "rate_while_lagging_mb_s": round(meter.rate(lagging, after), 2),
-                "rate_after_mb_s": round(meter.rate(after, end), 2),
-                "longest_pause_s": round(meter.longest_pause(lagging, end), 2),
-                "stopped_reader_cut_after_s": stopped.cut_after and round(stopped.cut_after, 2),
-                "stopped_reader_ended_cleanly": stopped.ended_cleanly,
-                "slow_reader_cut_after_s": slow.cut_after and round(slow.cut_after, 2),
-                "slow_reader_ended_cleanly": slow.ended_cleanly,
-                "hub_rss_start_mib": round(rss_start, 1),
-                "hub_rss_max_mib": round(max(rss), 1),
-                "hub_rss_end_mib": round(rss[-1], 1),
-            }
-        finally:
-            hub.close()
+        sampler = threading.Thread(target=sample, daemon=True)
+        time.sleep(1.0)
+        rss_start = rss_mib(hub.process.pid)
+        sampler.start()
+        begin = time.monotonic()
+        time.sleep(PHASE)
+        lagging = time.monotonic()
+        stopped = StalledReader(hub.address, instance, 0)
+        slow = StalledReader(hub.address, instance, 64 * 1024)
+        stopped.start()
+        slow.start()
+        time.sleep(2 * PHASE)
+        after = time.monotonic()
+        time.sleep(PHASE)
+        end = time.monotonic()
+        stopped.drain.set()
+        slow.drain.set()
+        stopped.join(15)
+        slow.join(15)
+        sampling.set()
+        sampler.join()
+        meter.stop.set()
+        client.kill_instance(instance)
+        meter.join(15)
+        return {
+            "rate_before_mb_s": round(meter.rate(begin, lagging), 2),
+            "rate_while_lagging_mb_s": round(meter.rate(lagging, after), 2),
+            "rate_after_mb_s": round(meter.rate(after, end), 2),
+            "longest_pause_s": round(meter.longest_pause(lagging, end), 2),
+            "stopped_reader_cut_after_s": stopped.cut_after and round(stopped.cut_after, 2),
+            "stopped_reader_ended_cleanly": stopped.ended_cleanly,
+            "slow_reader_cut_after_s": slow.cut_after and round(slow.cut_after, 2),
+            "slow_reader_ended_cleanly": slow.ended_cleanly,
+            "hub_rss_start_mib": round(rss_start, 1),
+            "hub_rss_max_mib": round(max(rss), 1),
+            "hub_rss_end_mib": round(rss[-1], 1),
+        }
 
 
 def main() -> None:

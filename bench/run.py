@@ -379,30 +379,30 @@ def bench_fault(results: Results, quick: bool) -> None:
     instances, cycles = ("5", "2") if quick else ("10", "5")
     (case,) = json_lines(script("fault.py", "--instances", instances, "--cycles", cycles, "--json"))
     crash, slow = case["crash"], case["slow"]
-    results.add(
-        Figure(
-            "fault",
+    for name, count, note in (
+        (
             f"kill -9 cycles: {crash['followers']} followers, lines lost + repeated",
-            "lines",
             crash["follower_lines_lost"] + crash["follower_lines_repeated"],
-            runs=int(cycles),
-            target="0",
-            goal=("<=", 0),
-            note=f"of {crash['follower_lines_read']:,} read",
-        )
-    )
-    results.add(
-        Figure(
-            "fault",
+            f"of {crash['follower_lines_read']:,} read",
+        ),
+        (
             f"  {crash['fresh_readers']} readers attached during re-adoption: gaps + repeats",
-            "lines",
             crash["fresh_gaps"] + crash["fresh_repeats"] + crash["fresh_reader_errors"],
-            runs=int(cycles),
-            target="0",
-            goal=("<=", 0),
-            note=f"of {crash['fresh_lines_read']:,} read; errors {crash['fresh_reader_errors']}",
+            f"of {crash['fresh_lines_read']:,} read; errors {crash['fresh_reader_errors']}",
+        ),
+    ):
+        results.add(
+            Figure(
+                "fault",
+                name,
+                "lines",
+                count,
+                runs=int(cycles),
+                target="0",
+                goal=("<=", 0),
+                note=note,
+            )
         )
-    )
     results.add(
         Figure(
             "fault",

@@ -54,6 +54,12 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def is_exhaustion(exc: BaseException) -> bool:
+    """Whether ``exc`` means no file descriptor is left, to this process or to the system:
+    a statement about the caller, never about the file or process it tried to open."""
+    return isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE)
+
+
 def read_json(path: Path) -> dict[str, Any]:
     """Read a state file written by :func:`write_json_atomic`.
 

@@ -205,7 +205,7 @@ class Api:
     def _send_control(instance: Instance, code: int, body: dict[str, Any]) -> None:
         """A client's message to a runner; 503 while the runner does not read its control
         channel (the hub holds at most a window of them, then refuses)."""
-        from si.daemon.runner_link import WindowFull
+        from si.protocol.link import WindowFull
 
         try:
             instance.send_control(code, body)

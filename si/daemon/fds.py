@@ -9,10 +9,10 @@ the start before anything runs; and EMFILE anywhere on that path is its own erro
 
 from __future__ import annotations
 
-import errno
 import os
 
-EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE})
+from si.fsutil import is_exhaustion
+
 # What attach_spawned needs at once: the pidfd it keeps, and one /proc read at a time.
 START_FDS = 2
 
@@ -20,9 +20,9 @@ START_FDS = 2
 class OutOfFileDescriptors(Exception):
     """The hub (or the system) has no file descriptor left for what it must do now."""
 
-
-def is_exhaustion(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in EXHAUSTED
+    @classmethod
+    def of(cls, exc: OSError) -> OutOfFileDescriptors:
+        return cls(exc.strerror or str(exc))
 
 
 class Headroom:
@@ -40,7 +40,7 @@ class Headroom:
         except OSError as exc:
             self.release()
             if is_exhaustion(exc):
-                raise OutOfFileDescriptors(exc.strerror or str(exc)) from exc
+                raise OutOfFileDescriptors.of(exc) from exc
             raise
 
     def release(self) -> None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 import trio.lowlevel
 
-from si.daemon.fds import Headroom, OutOfFileDescriptors, is_exhaustion
+from si.daemon.fds import Headroom, OutOfFileDescriptors
 from si.daemon.feed import Feed
 from si.daemon.node import NodeNotFound, node_runner_argv, node_spare_argv
 from si.daemon.options import HubOptions
@@ -35,7 +35,7 @@ from si.daemon.sequences import Sequence, load_sequences
 from si.daemon.spawn import Spawner, SpawnError
 from si.daemon.state_files import StateFiles
 from si.daemon.topics import DEFAULT_CONTENT_TYPE, MessageSplitter, Topic, TopicError, Topics
-from si.fsutil import is_disk_full, read_json, write_json_atomic
+from si.fsutil import is_disk_full, is_exhaustion, read_json, write_json_atomic
 from si.paths import HubPaths
 from si.protocol.frames import Channel
 
@@ -572,7 +572,7 @@ class Hub:
     def broadcast_event(self, source: Instance, name: str, message: Any) -> None:
         """STH's in-hub event bus: an instance's event goes to every other live instance."""
         from si.daemon.instance import EVENT
-        from si.daemon.runner_link import WindowFull
+        from si.protocol.link import WindowFull
 
         self.settle()
         body = {"eventName": name, "source": source.id, "message": message}

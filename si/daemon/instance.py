@@ -29,13 +29,13 @@ from typing import Any
 import trio
 
 from si.daemon.events import EventBoard
-from si.daemon.fds import OutOfFileDescriptors, is_exhaustion
+from si.daemon.fds import OutOfFileDescriptors
 from si.daemon.pipe import LagLimit, OutputPipe
-from si.daemon.runner_link import RunnerLink, WindowFull
+from si.daemon.runner_link import RunnerLink
 from si.daemon.state_files import StateFiles
-from si.fsutil import read_json, write_json_atomic
+from si.fsutil import is_exhaustion, read_json, write_json_atomic
 from si.protocol.frames import Channel
-from si.protocol.link import DEFAULT_WINDOW, Link
+from si.protocol.link import DEFAULT_WINDOW, Link, WindowFull
 from si.runner.identity import ProcessIdentity
 
 log = logging.getLogger("si.hub.instance")
@@ -217,7 +217,7 @@ class Instance:
         try:
             identity = ProcessIdentity.of(pid)
         except OSError as exc:
-            raise OutOfFileDescriptors(exc.strerror or str(exc)) from exc
+            raise OutOfFileDescriptors.of(exc) from exc
         if identity is None or not self.attach_process(identity):
             self.exited = True
 
@@ -234,14 +234,14 @@ class Instance:
             return False
         except OSError as exc:
             if is_exhaustion(exc):
-                raise OutOfFileDescriptors(exc.strerror or str(exc)) from exc
+                raise OutOfFileDescriptors.of(exc) from exc
             raise
         # Checked after opening: the pidfd now pins this exact process.
         try:
             alive = identity.is_alive()
         except OSError as exc:
             os.close(pidfd)
-            raise OutOfFileDescriptors(exc.strerror or str(exc)) from exc
+            raise OutOfFileDescriptors.of(exc) from exc
         if not alive:
             os.close(pidfd)
             return False

@@ -78,10 +78,6 @@ async def connect_unix(path: str) -> trio.SocketStream:
 Connect = Callable[[], Awaitable[trio.abc.Stream]]
 
 
-class WindowFull(Exception):
-    """The runner has not consumed enough of a channel to take this message now."""
-
-
 class PeerRefused(LinkError):
     """The peer holds the token but is not the process the hub watches: never adopt it."""
 
@@ -166,11 +162,7 @@ class RunnerLink:
         Raises:
             WindowFull: the message was not queued.
         """
-        data = json.dumps(body, separators=(",", ":")).encode()
-        out = self.link.outbound[channel]
-        if out.in_flight() + len(data) > out.window + allowance:
-            raise WindowFull(f"{out.in_flight()} bytes sent on channel {channel} not yet read")
-        self.link.send(channel, data)
+        self.link.send_json(channel, body, allowance=allowance)
         self.flush()
 
     def end(self, channel: int) -> None:

@@ -21,7 +21,8 @@ from typing import Any
 import trio
 
 import si
-from si.daemon.fds import OutOfFileDescriptors, is_exhaustion
+from si.daemon.fds import OutOfFileDescriptors
+from si.fsutil import is_exhaustion
 from si.paths import connectable_unix_path
 
 log = logging.getLogger("si.hub.spawn")
@@ -66,8 +67,8 @@ class Spawner:
             try:
                 reply = await self._request(request)
             except (OSError, trio.TooSlowError, ValueError) as exc:
-                if is_exhaustion(exc):
-                    raise OutOfFileDescriptors(getattr(exc, "strerror", None) or str(exc)) from exc
+                if isinstance(exc, OSError) and is_exhaustion(exc):
+                    raise OutOfFileDescriptors.of(exc) from exc
                 if attempt:
                     raise SpawnError(f"the keeper does not answer: {exc}") from exc
                 await self.start_keeper()

@@ -52,6 +52,10 @@ Role = Literal["hub", "runner"]
 DEFAULT_WINDOW = 1 << 20
 
 
+class WindowFull(Exception):
+    """A message does not fit in what its channel's window (and allowance) leaves: not queued."""
+
+
 class LinkError(Exception):
     """The peer broke the protocol or failed authentication; drop the connection."""
 
@@ -222,9 +226,21 @@ class Link:
                 self._pending.append(payload)
             out.next_offset += len(payload)
 
-    def send_json(self, channel: int, body: Any) -> None:
-        """Queue one JSON message as one frame (message channels deliver whole frames)."""
-        self.send(channel, json.dumps(body, separators=(",", ":")).encode())
+    def send_json(self, channel: int, body: Any, *, allowance: int | None = None) -> None:
+        """Queue one JSON message as one frame (message channels deliver whole frames).
+
+        With ``allowance``, the message is queued only if the channel's unacknowledged bytes
+        stay within its window plus ``allowance``; else nothing is queued.
+
+        Raises:
+            WindowFull: with ``allowance``, the message does not fit.
+        """
+        data = json.dumps(body, separators=(",", ":")).encode()
+        if allowance is not None:
+            out = self.outbound[channel]
+            if out.in_flight() + len(data) > out.window + allowance:
+                raise WindowFull(f"{out.in_flight()} bytes sent on channel {channel} not yet read")
+        self.send(channel, data)
 
     def end(self, channel: int) -> None:
         out = self.outbound[channel]

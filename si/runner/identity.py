@@ -6,11 +6,12 @@ the process start time (in clock ticks since boot) and the boot id cannot.
 
 from __future__ import annotations
 
-import errno
 import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from si.fsutil import is_exhaustion
 
 
 def process_start_time(pid: int) -> int | None:
@@ -25,7 +26,7 @@ def process_start_time(pid: int) -> int | None:
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     except OSError as exc:
-        if exc.errno in (errno.EMFILE, errno.ENFILE):
+        if is_exhaustion(exc):
             raise
         return None
     try:

@@ -9,9 +9,9 @@ import pytest
 import trio
 import trio.testing
 
-from si.daemon.runner_link import RETRY_FIRST, RETRY_MAX, RunnerLink, WindowFull
+from si.daemon.runner_link import RETRY_FIRST, RETRY_MAX, RunnerLink
 from si.protocol.frames import Channel
-from si.protocol.link import DEFAULT_WINDOW, Link
+from si.protocol.link import DEFAULT_WINDOW, Link, WindowFull
 from si.testing import FakeRunner
 
 INSTANCE = "0123456789abcdef0123456789abcdef0123"
