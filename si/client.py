@@ -40,6 +40,7 @@ from si._http import (
 )
 from si.errors import SiError
 from si.paths import connectable_unix_path
+from si.protocol.codes import Code
 
 API_PATH = "/api/v1"
 # The host name in URLs sent over a Unix socket; it only fills the Host header.
@@ -61,9 +62,6 @@ STABLE_CONNECTION = 1.0
 # Upload chunk size: big enough to keep the socket busy, small enough to bound memory.
 UPLOAD_CHUNK = 64 * 1024
 OFFSET_HEADER = "x-si-offset"
-# STH's control-message code for an event sent to an instance (the body of POST /_event is
-# ``[5001, {eventName, message}]``).
-EVENT_CODE = 5001
 
 # "host:port" with no scheme: STH's CLI accepts it and adds http://.
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-]+:\d+$|^\[[0-9A-Fa-f:.]+\]:\d+$")
@@ -326,7 +324,7 @@ class HubClient:
         if message is not None:
             event["message"] = message
         path = f"instance/{_segment(instance_id)}/_event"
-        return _object(self._request("POST", path, json=[EVENT_CODE, event]))
+        return _object(self._request("POST", path, json=[int(Code.EVENT), event]))
 
     def get_event(self, instance_id: str, name: str, *, wait_next: bool = False) -> Any:
         """The message of the instance's event ``name``.

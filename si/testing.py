@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from si.identity import ProcessIdentity
 from si.paths import connectable_unix_path
-from si.runner.identity import ProcessIdentity
 
 # Generous: a cold interpreter on a loaded CI machine can take a second or two to import.
 READY_TIMEOUT = 20.0
@@ -254,20 +254,9 @@ class FakeRunner:
     """
 
     def __init__(self, instance_id: str, token: bytes, pid: int = 0) -> None:
-        from si.protocol.frames import Channel
-        from si.protocol.link import DEFAULT_WINDOW, Link
+        from si.protocol.link import Link
 
-        self.link = Link(
-            "runner",
-            instance_id,
-            token,
-            outbound={Channel.OUTPUT: DEFAULT_WINDOW, Channel.MONITORING: DEFAULT_WINDOW},
-            inbound={
-                Channel.INPUT: DEFAULT_WINDOW,
-                Channel.STDIN: DEFAULT_WINDOW,
-                Channel.CONTROL: DEFAULT_WINDOW,
-            },
-        )
+        self.link = Link.for_runner(instance_id, token)
         self.pid = pid  # what its HELLO says
         self.received: dict[int, bytearray] = {}
         self.connections = 0

@@ -180,7 +180,7 @@ def stop(hub: RunningHub, timeout: float = STOP_TIMEOUT, force: bool = False) ->
     Raises:
         SiError: the process is not (or no longer) the hub holding the lock.
     """
-    from si.runner.identity import ProcessIdentity
+    from si.identity import ProcessIdentity
 
     identity = ProcessIdentity.of(hub.pid)
     try:
@@ -210,7 +210,7 @@ def _wait_exit(pidfd: int, timeout: float) -> bool:
 
 def started_at(pid: int) -> float | None:
     """When the process started (epoch seconds), from ``/proc``; ``None`` if unknown."""
-    from si.runner.identity import process_start_time
+    from si.identity import process_start_time
 
     ticks = process_start_time(pid)
     if ticks is None:

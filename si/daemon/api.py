@@ -35,6 +35,7 @@ from si.daemon.sequences import (
 from si.daemon.topics import DEFAULT_CONTENT_TYPE, MessageSplitter, Topic, TopicError
 from si.errors import PackageError
 from si.fsutil import is_disk_full, write_all
+from si.protocol import messages
 from si.protocol.frames import Channel
 from si.segments import list_segments, offset_of_last_lines, read_from, stream_end
 
@@ -202,13 +203,13 @@ class Api:
         return instance
 
     @staticmethod
-    def _send_control(instance: Instance, code: int, body: dict[str, Any]) -> None:
+    def _send_control(instance: Instance, message: messages.AnyMessage) -> None:
         """A client's message to a runner; 503 while the runner does not read its control
         channel (the hub holds at most a window of them, then refuses)."""
         from si.protocol.link import WindowFull
 
         try:
-            instance.send_control(code, body)
+            instance.send_control(message)
         except WindowFull as exc:
             raise ApiError(
                 503,
@@ -587,12 +588,7 @@ class Api:
             raise ApiError(400, "Invalid format, eventName missing.")
         if not instance.live or instance.exited:
             raise ApiError(409, f"Instance {instance.id} is not running")
-        message = {"eventName": name, "source": "api"}
-        if "message" in event:
-            message["message"] = event["message"]
-        from si.daemon.instance import EVENT
-
-        self._send_control(instance, EVENT, message)
+        self._send_control(instance, messages.SequenceEvent(name, event.get("message"), "api"))
         await response.json(200, {"accepted": "OK"})
 
     async def get_event(self, request: Request, response: Response) -> None:
@@ -717,16 +713,13 @@ class Api:
     async def monitoring_rate(self, request: Request, response: Response) -> None:
         instance = self._instance(request)
         body = await self._json_body(request)
-        rate = (
-            body[1].get("monitoringRate")
-            if isinstance(body, list) and len(body) > 1 and isinstance(body[1], dict)
-            else None
-        )
-        if not isinstance(rate, int | float) or isinstance(rate, bool) or rate < 0:
-            raise ApiError(400, "Invalid format: expected [4003, {monitoringRate: n >= 0}]")
-        from si.daemon.instance import MONITORING_RATE
-
-        self._send_control(instance, MONITORING_RATE, {"monitoringRate": rate})
+        try:
+            rate = messages.parse_as(
+                messages.MonitoringRate, body, "[4003, {monitoringRate: n >= 0}]"
+            )
+        except messages.MessageError as exc:
+            raise ApiError(400, f"Invalid format: {exc}") from None
+        self._send_control(instance, rate)
         await response.json(202, {"accepted": True})
 
     async def kill_instance(self, request: Request, response: Response) -> None:

@@ -35,9 +35,12 @@ from si.daemon.sequences import Sequence, load_sequences
 from si.daemon.spawn import Spawner, SpawnError
 from si.daemon.state_files import StateFiles
 from si.daemon.topics import DEFAULT_CONTENT_TYPE, MessageSplitter, Topic, TopicError, Topics
-from si.fsutil import is_disk_full, is_exhaustion, read_json, write_json_atomic
+from si.fsutil import is_disk_full, is_exhaustion, read_json
 from si.paths import HubPaths
+from si.protocol import messages
 from si.protocol.frames import Channel
+from si.protocol.instance_dir import InstanceDir, SpawnSpec
+from si.protocol.messages import ExitCode
 
 if TYPE_CHECKING:
     from si.daemon.instance import Instance
@@ -46,8 +49,6 @@ log = logging.getLogger("si.hub")
 
 # A runner that has not loaded its sequence by then is reported as a failed start.
 START_TIMEOUT = 30.0
-# Runner exit codes that mean the sequence never loaded (bad main; import or syntax error).
-LOAD_FAILURES = (21, 22)
 # An adopted runner must answer its socket and prove the token within this; else it is lost.
 ADOPT_PROOF_TIMEOUT = 3.0
 # A runner that could not be watched for want of file descriptors is tried again this often.
@@ -203,14 +204,12 @@ class Hub:
             log.warning("cannot start the keeper ahead of time: %s", exc)
 
     def _adopt(self, instance: Instance) -> None:
-        from si.runner.identity import ProcessIdentity
+        from si.identity import ProcessIdentity
 
         try:
-            runner = read_json(instance.directory / "runner.json")
-            identity = ProcessIdentity(
-                int(runner["pid"]), int(runner["start_time"]), str(runner["boot_id"])
-            )
-            token, socket_path = str(runner["token"]), str(runner["socket"])
+            runner = instance.files.read_runner()
+            identity = ProcessIdentity(runner.pid, runner.start_time, runner.boot_id)
+            token, socket_path = runner.token, runner.socket
         except Exception as exc:
             self._mark_lost(instance, f"runner record unreadable: {exc}")
             return
@@ -227,8 +226,7 @@ class Hub:
             self.nursery.start_soon(self._adopt_later, instance)
             return
         if not attached:
-            ended = instance.directory / "exit.json", instance.directory / "wait.json"
-            if any(path.exists() for path in ended):
+            if instance.files.has_ended():
                 instance.exited = True
                 instance.collect_exit(None)  # it ended while no hub was watching
                 self._route_ended(instance)
@@ -249,11 +247,8 @@ class Hub:
         """An instance that ended while no hub watched still hands its saved output to the
         topic it provides: the route recorded at its start, or one it declared afterwards (on
         its returned stream) and recorded in declared.json while no hub could hear it."""
-        try:
-            declared = read_json(instance.directory / "declared.json")
-        except (OSError, ValueError):
-            declared = {}
-        if isinstance(declared.get("provides"), dict):
+        declared = instance.files.read_declared()
+        if "provides" in declared:
             instance.declare_topics(declared["provides"])  # routes it when the route is new
         self.route_instance(instance)
 
@@ -300,9 +295,12 @@ class Hub:
         self, sequence: Sequence, payload: dict[str, Any], instance_id: str, headroom: Headroom
     ) -> Instance:
         directory = self.paths.instances / instance_id
+        files = InstanceDir(directory)
         token = secrets.token_hex(32)
-        socket_path = directory / "runner.sock"
+        socket_path = files.socket
         manifest = sequence.manifest
+        args = list(payload.get("args") or [])
+        app_config = dict(payload.get("appConfig") or {})
         record = {
             "id": instance_id,
             "sequence_id": sequence.id,
@@ -312,27 +310,27 @@ class Hub:
                 "name": manifest.name,
                 "location": "si",
             },
-            "args": list(payload.get("args") or []),
-            "app_config": dict(payload.get("appConfig") or {}),
+            "args": args,
+            "app_config": app_config,
             "payload": payload,
             "status": "starting",
             "created": time.time(),
         }
-        spawn = {
-            "instance_id": instance_id,
-            "token": token,
-            "socket": str(socket_path),
-            "sequence_dir": str(sequence.package_dir),
-            "entry": manifest.entry,
-            "args": record["args"],
-            "app_config": record["app_config"],
-        }
+        spawn = SpawnSpec(
+            instance_id=instance_id,
+            token=token,
+            socket=str(socket_path),
+            sequence_dir=str(sequence.package_dir),
+            entry=manifest.entry,
+            args=args,
+            app_config=app_config,
+        )
         try:
             directory.mkdir(mode=0o700)
         except OSError as exc:
             raise storage_error(exc, "cannot start an instance") from exc
         try:
-            write_json_atomic(directory / "spawn.json", spawn)
+            files.write_spawn(spawn)
         except OSError as exc:
             # The runner cannot start without its spawn file: refuse the start, leave nothing.
             headroom.release()  # rmtree needs descriptors too
@@ -376,17 +374,13 @@ class Hub:
         # fails while running): it loaded, so the start succeeded; its output waits for
         # readers in output.tail. Only a load failure (21, 22) or a runner that died without
         # recording an exit is a failed start.
-        exit_code = (instance.terminated or {}).get("exitcode")
-        loaded = (directory / "exit.json").exists() and exit_code not in LOAD_FAILURES
+        exit_code = ExitCode.of((instance.terminated or {}).get("exitcode", -1))
+        load_failed = exit_code is not None and exit_code.is_load_failure
+        loaded = files.has_exit() and not load_failed
         if instance.ready.is_set() or loaded:
             # The start request's --output-topic / --input-topic, and what the module declares.
-            try:
-                declared = read_json(directory / "declared.json")
-            except (OSError, ValueError):
-                declared = {}
-            for key in ("provides", "requires"):
-                if isinstance(declared.get(key), dict):
-                    instance.declare_topics(declared[key])
+            for declaration in files.read_declared().values():
+                instance.declare_topics(declaration)
             instance.declare_topics({})
             return instance
         if not instance.finished.is_set():
@@ -571,15 +565,14 @@ class Hub:
 
     def broadcast_event(self, source: Instance, name: str, message: Any) -> None:
         """STH's in-hub event bus: an instance's event goes to every other live instance."""
-        from si.daemon.instance import EVENT
         from si.protocol.link import WindowFull
 
         self.settle()
-        body = {"eventName": name, "source": source.id, "message": message}
+        event = messages.SequenceEvent(name, message, source.id)
         for other in self.instances.values():
             if other is not source and other.live and not other.exited:
                 try:
-                    other.send_control(EVENT, body)
+                    other.send_control(event)
                 except WindowFull:
                     # Not reading its control channel: this one misses the event, the rest
                     # do not wait for it.
@@ -610,11 +603,9 @@ class Hub:
 
     async def stop(self, instance: Instance, timeout_ms: int, can_keep_alive: bool) -> None:
         """STH's stop: ask nicely, wait up to ``timeout_ms``, then kill unless kept alive."""
-        from si.daemon.instance import STOP
-
         instance.set_status("stopping")
         instance.keepalive_since_stop = False
-        instance.send_own_control(STOP, {"timeout": timeout_ms, "canCallKeepalive": can_keep_alive})
+        instance.send_own_control(messages.Stop(timeout_ms, can_keep_alive))
         with trio.move_on_after(timeout_ms / 1000):
             await instance.finished.wait()
         if instance.finished.is_set():

@@ -33,33 +33,16 @@ from si.daemon.fds import OutOfFileDescriptors
 from si.daemon.pipe import LagLimit, OutputPipe
 from si.daemon.runner_link import RunnerLink
 from si.daemon.state_files import StateFiles
-from si.fsutil import is_exhaustion, read_json, write_json_atomic
+from si.fsutil import is_exhaustion, write_json_atomic
+from si.identity import ProcessIdentity
+from si.protocol import messages
 from si.protocol.frames import Channel
-from si.protocol.link import DEFAULT_WINDOW, Link, WindowFull
-from si.runner.identity import ProcessIdentity
+from si.protocol.instance_dir import InstanceDir, SavedOutput
+from si.protocol.link import Link, WindowFull
+from si.protocol.messages import ExitCode
 
 log = logging.getLogger("si.hub.instance")
 
-# Message codes (STH's numbering).
-PING = 3000
-MONITORING = 3001
-SEQUENCE_STOPPED = 3006
-ALIVE = 3010
-PANG = 3012
-EVENT = 5001
-STOP = 4001
-KILL = 4002
-MONITORING_RATE = 4003
-
-# Runner exit codes -> (status, reason), as STH maps them; a stop or kill ends "completed".
-EXIT_MEANINGS: dict[int, tuple[str, str]] = {
-    0: ("completed", "Instance completed"),
-    21: ("errored", "Sequence entrypoint path is invalid. Check `main` field in package.json"),
-    22: ("errored", "Sequence failed on start"),
-    23: ("errored", "Sequence failed during execution"),
-    137: ("completed", "Instance killed"),
-    138: ("completed", "Instance stopped"),
-}
 # After KILL, how long the runner gets to exit by itself before it is SIGKILLed.
 KILL_GRACE = 5.0
 # Room past a full control window for the hub's own STOP and KILL (a few dozen bytes each).
@@ -97,6 +80,7 @@ class Instance:
         lag_limit: LagLimit | None = None,
     ) -> None:
         self.directory = directory
+        self.files = InstanceDir(directory)
         self.id: str = record["id"]
         self.sequence_id: str = record["sequence_id"]
         self.sequence_snapshot: dict[str, Any] = record.get("sequence", {})
@@ -253,18 +237,7 @@ class Instance:
     def make_link(
         self, token: str, socket_path: str, *, prove_within: float | None = None
     ) -> RunnerLink:
-        self.link = Link(
-            "hub",
-            self.id,
-            bytes.fromhex(token),
-            outbound={
-                Channel.INPUT: DEFAULT_WINDOW,
-                Channel.STDIN: DEFAULT_WINDOW,
-                Channel.CONTROL: DEFAULT_WINDOW,
-            },
-            inbound={Channel.OUTPUT: DEFAULT_WINDOW, Channel.MONITORING: DEFAULT_WINDOW},
-            known=self._known_link,
-        )
+        self.link = Link.for_hub(self.id, bytes.fromhex(token), known=self._known_link)
         self.runner_link = RunnerLink(self, self.link, socket_path, prove_within=prove_within)
         return self.runner_link
 
@@ -291,39 +264,25 @@ class Instance:
         # The runner writes exit.json as it exits; the keeper writes wait.json once it reaped
         # the runner, which may be a moment after the pidfd said it ended.
         with trio.move_on_after(WAIT_STATUS_TIMEOUT):
-            while not (self.directory / "exit.json").exists():
-                wait = self._read_wait_status()
+            while not self.files.has_exit():
+                wait = self.files.read_wait_code()
                 if wait is not None:
                     self.wait_code = wait
                     break
                 await trio.sleep(0.01)
 
-    def _read_wait_status(self) -> int | None:
-        try:
-            code = read_json(self.directory / "wait.json").get("code")
-        except (OSError, ValueError):
-            return None
-        return code if isinstance(code, int) else None
-
     def collect_exit(self, wait_code: int | None) -> None:
         """Record how the runner ended: its exit.json when it wrote one, else its wait status."""
-        exit_info: dict[str, Any] = {}
-        try:
-            exit_info = read_json(self.directory / "exit.json")
-        except (OSError, ValueError):
-            pass
+        record = self.files.read_exit()
         if wait_code is None:
-            wait_code = self._read_wait_status()
-        code = exit_info.get("code", wait_code)
-        self._recover_output(exit_info.get("output"))
-        if code is None:
-            status, reason, code = "errored", "Runner died; its exit status is unknown", -1
-        elif not exit_info and code > 128:
-            # Killed from outside (the runner records its own stop and kill in exit.json).
-            status, reason = "errored", f"Runner killed by signal {code - 128}"
-        else:
-            status, reason = EXIT_MEANINGS.get(code, ("errored", "Runner failed"))
-            reason = exit_info.get("reason") or reason
+            wait_code = self.files.read_wait_code()
+        self._recover_output(record.output if record is not None else None)
+        status, reason, code = exit_status(
+            record.code if record is not None else None,
+            record.reason if record is not None else None,
+            wait_code,
+            recorded=record is not None,
+        )
         self.terminated = {"exitcode": code, "reason": reason}
         self.ended = time.time()
         self.status = status
@@ -337,21 +296,18 @@ class Instance:
 
     def collect_saved_output(self) -> None:
         """For an instance that ended before this hub started: serve what the runner saved."""
-        try:
-            info = read_json(self.directory / "exit.json").get("output")
-        except (OSError, ValueError):
-            info = None
-        self._recover_output(info)
+        record = self.files.read_exit()
+        self._recover_output(record.output if record is not None else None)
         if not self.output.ended:
             self.output.close()
         self.finished.set()
 
-    def _recover_output(self, info: Any) -> None:
+    def _recover_output(self, saved: SavedOutput | None) -> None:
         """Take the output the runner saved as it exited, beyond what the pipe already has."""
-        if not isinstance(info, dict):
+        if saved is None:
             self.output.end()
             return
-        base, end = int(info.get("base", 0)), int(info.get("end", 0))
+        base, end = saved.base, saved.end
         pipe = self.output
         if pipe.tail < base:
             if pipe.tail != pipe.head:
@@ -360,12 +316,10 @@ class Instance:
             pipe.rebase(base)  # a hub that never saw this runner's output
         if pipe.tail < end:
             try:
-                with open(self.directory / "output.tail", "rb") as tail:
-                    tail.seek(max(0, pipe.tail - base))
-                    pipe.append(tail.read(end - pipe.tail))
+                pipe.append(self.files.read_output_tail(pipe.tail - base, end - pipe.tail))
             except OSError as exc:
                 log.error("instance %s: cannot read saved output: %s", self.id, exc)
-        if info.get("ended") or pipe.tail >= end:
+        if saved.ended or pipe.tail >= end:
             pipe.end()
 
     # -- link callbacks (LinkOwner) --------------------------------------------------------
@@ -402,27 +356,26 @@ class Instance:
     def on_output_end(self) -> None:
         self.output.end()
 
-    def on_monitoring(self, message: Any) -> None:
-        if not isinstance(message, list) or not message:
+    def on_monitoring(self, value: Any) -> None:
+        try:
+            message = messages.parse(value)
+        except messages.MessageError as exc:
+            log.warning("instance %s: ignoring a malformed message: %s", self.id, exc)
             return
-        code = message[0]
-        if code == PING:
+        if isinstance(message, messages.Ping):
             if self.status == "starting":
                 self.status = "running"
                 self.started = time.time()
                 self.save()
             self.ready.set()
-        elif code == ALIVE:
+        elif isinstance(message, messages.Alive):
             self.keepalive_since_stop = True
-        elif code == PANG and len(message) > 1 and isinstance(message[1], dict):
-            self.declare_topics(message[1])
-        elif code == EVENT and len(message) > 1 and isinstance(message[1], dict):
-            name = message[1].get("eventName")
-            if isinstance(name, str):
-                payload = message[1].get("message")
-                self.events.publish(name, payload)
-                if self.on_event is not None:
-                    self.on_event(self, name, payload)
+        elif isinstance(message, messages.Pang):
+            self.declare_topics(message.body())
+        elif isinstance(message, messages.SequenceEvent):
+            self.events.publish(message.name, message.message)
+            if self.on_event is not None:
+                self.on_event(self, message.name, message.message)
 
     def declare_topics(self, declared: dict[str, Any]) -> None:
         """Resolve the instance's topic routes: the start payload's names win (STH)."""
@@ -438,39 +391,68 @@ class Instance:
             if self.on_topics is not None:
                 self.on_topics(self)
 
-    def on_message(self, message: Any) -> None:
-        if isinstance(message, list) and message and message[0] == MONITORING:
-            self.health = message[1] if len(message) > 1 else None
+    def on_message(self, value: Any) -> None:
+        try:
+            message = messages.parse(value)
+        except messages.MessageError:
+            return
+        if isinstance(message, messages.Health):
+            self.health = message.report
 
     # -- control ---------------------------------------------------------------------------
 
-    def send_control(self, code: int, body: dict[str, Any]) -> None:
+    def send_control(self, message: messages.AnyMessage) -> None:
         """Send a client's message (an event, a monitoring rate) to the runner.
 
         Raises:
             WindowFull: the runner is not reading its control channel; nothing was queued.
         """
         if self.runner_link is not None:
-            self.runner_link.send_json(Channel.CONTROL, [code, body])
+            self.runner_link.send_json(Channel.CONTROL, messages.encode(message))
 
-    def send_own_control(self, code: int, body: dict[str, Any]) -> None:
+    def send_own_control(self, message: messages.Stop | messages.Kill) -> None:
         """Send the hub's own STOP or KILL: past a full window, within a reserve. A runner that
         has not read a whole window and the reserve has earlier STOPs and KILLs still unread;
         the hub's timeouts and SIGKILL end it without one more."""
         if self.runner_link is None:
             return
         try:
-            self.runner_link.send_json(Channel.CONTROL, [code, body], allowance=CONTROL_RESERVE)
+            self.runner_link.send_json(
+                Channel.CONTROL, messages.encode(message), allowance=CONTROL_RESERVE
+            )
         except WindowFull:
-            log.warning("instance %s: not reading its control channel; %d not sent", self.id, code)
+            log.warning(
+                "instance %s: not reading its control channel; %s not sent",
+                self.id,
+                message.code.name,
+            )
 
     async def kill(self) -> None:
         """Ask the runner to exit; SIGKILL it if it has not after ``KILL_GRACE`` seconds."""
-        self.send_own_control(KILL, {})
+        self.send_own_control(messages.Kill())
         with trio.move_on_after(KILL_GRACE):
             await self.finished.wait()
             return
         self.signal(signal.SIGKILL)
+
+
+def exit_status(
+    code: int | None, reason: str | None, wait_code: int | None, *, recorded: bool
+) -> tuple[str, str, int]:
+    """(status, reason, exit code) for a runner that ended: from its own record (``recorded``:
+    it wrote exit.json) or, failing that, the keeper's wait status. A stop or a kill the
+    runner recorded ends ``completed``, as STH has it."""
+    if code is None:
+        code = wait_code
+    if code is None:
+        return "errored", "Runner died; its exit status is unknown", -1
+    if not recorded and code > 128:
+        # Killed from outside (the runner records its own stop and kill in exit.json).
+        return "errored", f"Runner killed by signal {code - 128}", code
+    known = ExitCode.of(code)
+    if known is None:
+        return "errored", reason or "Runner failed", code
+    return ("errored" if known.errored else "completed"), reason or known.reason, code
 
 
 def _route(value: Any) -> tuple[str, str] | None:

@@ -37,6 +37,7 @@ from typing import Any, Literal
 from si.protocol.frames import (
     HEADER,
     MAX_PAYLOAD,
+    Channel,
     Frame,
     FrameDecoder,
     FrameError,
@@ -50,6 +51,9 @@ Role = Literal["hub", "runner"]
 # Unacknowledged bytes a sender may have per channel: bounds each side's buffers for one
 # channel while keeping a fast stream from waiting on every acknowledgement.
 DEFAULT_WINDOW = 1 << 20
+# Monitoring messages (events, stop notices) a runner may hold for an absent hub; past this,
+# an emit is dropped rather than held.
+MONITORING_WINDOW = 1 << 20
 
 
 class WindowFull(Exception):
@@ -173,6 +177,38 @@ class Link:
         self.established = False
         self.local_hello: dict[str, Any] = {}
 
+    @classmethod
+    def for_hub(cls, instance_id: str, token: bytes, *, known: bool = True) -> Link:
+        """The hub's end: it sends input, stdin and control, and receives output and
+        monitoring. ``known=False`` for a hub adopting a runner it did not start."""
+        return cls(
+            "hub",
+            instance_id,
+            token,
+            outbound={
+                Channel.INPUT: DEFAULT_WINDOW,
+                Channel.STDIN: DEFAULT_WINDOW,
+                Channel.CONTROL: DEFAULT_WINDOW,
+            },
+            inbound={Channel.OUTPUT: DEFAULT_WINDOW, Channel.MONITORING: MONITORING_WINDOW},
+            known=known,
+        )
+
+    @classmethod
+    def for_runner(cls, instance_id: str, token: bytes) -> Link:
+        """The runner's end: the mirror of :meth:`for_hub`."""
+        return cls(
+            "runner",
+            instance_id,
+            token,
+            outbound={Channel.OUTPUT: DEFAULT_WINDOW, Channel.MONITORING: MONITORING_WINDOW},
+            inbound={
+                Channel.INPUT: DEFAULT_WINDOW,
+                Channel.STDIN: DEFAULT_WINDOW,
+                Channel.CONTROL: DEFAULT_WINDOW,
+            },
+        )
+
     # -- connection lifecycle --------------------------------------------------------------
 
     def connection_made(self, **hello: Any) -> None:
@@ -209,12 +245,45 @@ class Link:
     def send(self, channel: int, data: bytes) -> None:
         """Queue ``data`` on ``channel``; it is kept until the peer acknowledges it.
 
-        The caller is expected to respect :meth:`writable`; the window bounds memory only if it
-        does. Large writes are split into frames of at most ``MAX_PAYLOAD`` bytes.
+        ``data`` must fit in :meth:`writable`, except that a channel with nothing in flight
+        takes one write of any size (an item larger than the window must go whole, alone).
+        Large writes are split into frames of at most ``MAX_PAYLOAD`` bytes.
+
+        Raises:
+            WindowFull: ``data`` does not fit the window; nothing was queued.
+            LinkError: the channel has ended.
         """
+        out = self._outbound_for(channel)
+        in_flight = out.in_flight()
+        if in_flight and in_flight + len(data) > out.window:
+            raise WindowFull(f"{in_flight} bytes sent on channel {channel} not yet read")
+        self._queue_data(channel, out, data)
+
+    def send_json(self, channel: int, body: Any, *, allowance: int = 0) -> None:
+        """Queue one JSON message as one frame (message channels deliver whole frames).
+
+        The message is queued only if the channel's unacknowledged bytes stay within its
+        window plus ``allowance`` (room kept for a side's own few urgent messages).
+
+        Raises:
+            WindowFull: the message does not fit; nothing was queued.
+            LinkError: the channel has ended, or the message exceeds one frame.
+        """
+        data = json.dumps(body, separators=(",", ":")).encode()
+        out = self._outbound_for(channel)
+        if len(data) > MAX_PAYLOAD:
+            raise LinkError(f"a {len(data)}-byte message exceeds one frame")
+        if out.in_flight() + len(data) > out.window + allowance:
+            raise WindowFull(f"{out.in_flight()} bytes sent on channel {channel} not yet read")
+        self._queue_data(channel, out, data)
+
+    def _outbound_for(self, channel: int) -> Outbound:
         out = self.outbound[channel]
         if out.ended:
             raise LinkError(f"channel {channel} already ended")
+        return out
+
+    def _queue_data(self, channel: int, out: Outbound, data: bytes) -> None:
         view = memoryview(data)
         for start in range(0, len(view), MAX_PAYLOAD):
             payload = bytes(view[start : start + MAX_PAYLOAD]) if len(view) > MAX_PAYLOAD else data
@@ -225,22 +294,6 @@ class Link:
                 )
                 self._pending.append(payload)
             out.next_offset += len(payload)
-
-    def send_json(self, channel: int, body: Any, *, allowance: int | None = None) -> None:
-        """Queue one JSON message as one frame (message channels deliver whole frames).
-
-        With ``allowance``, the message is queued only if the channel's unacknowledged bytes
-        stay within its window plus ``allowance``; else nothing is queued.
-
-        Raises:
-            WindowFull: with ``allowance``, the message does not fit.
-        """
-        data = json.dumps(body, separators=(",", ":")).encode()
-        if allowance is not None:
-            out = self.outbound[channel]
-            if out.in_flight() + len(data) > out.window + allowance:
-                raise WindowFull(f"{out.in_flight()} bytes sent on channel {channel} not yet read")
-        self.send(channel, data)
 
     def end(self, channel: int) -> None:
         out = self.outbound[channel]

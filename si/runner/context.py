@@ -9,20 +9,29 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from si.runner.process import Runner
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 StopHandler = Callable[..., Awaitable[Any]]
 HealthCheck = Callable[[], Any]
 
 
+class SequenceHost(Protocol):
+    """What the context needs of the process running the sequence (the runner)."""
+
+    instance_id: str
+
+    def emit_event(self, event_name: str, message: Any) -> None: ...
+    def send_alive(self) -> None: ...
+    def spawn_task(self, coroutine: Coroutine[Any, Any, Any]) -> None: ...
+
+
 class AppContext:
     """What a running sequence can ask of its runner and, through it, of the hub."""
 
-    def __init__(self, runner: Runner, config: dict[str, Any], logger: logging.Logger) -> None:
+    def __init__(
+        self, runner: SequenceHost, config: dict[str, Any], logger: logging.Logger
+    ) -> None:
         self._runner = runner
         self.config = config
         self.logger = logger

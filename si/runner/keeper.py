@@ -57,8 +57,8 @@ from typing import Any
 import si.runner.process as runner_process
 from si.allocator import give_back_free_heap
 from si.fsutil import write_json_atomic
+from si.identity import ProcessIdentity
 from si.paths import connectable_unix_path
-from si.runner.identity import ProcessIdentity
 from si.runner.spares import SparePool
 
 try:

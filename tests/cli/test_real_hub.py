@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from si.runner.identity import ProcessIdentity
+from si.identity import ProcessIdentity
 from si.testing import HubProcess, running_hub
 from tests.cli.conftest import RunSi, one_error_line
 

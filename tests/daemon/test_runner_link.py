@@ -60,18 +60,7 @@ class Owner:
 
 
 def hub_link(token: bytes = TOKEN, *, known: bool = True) -> Link:
-    return Link(
-        "hub",
-        INSTANCE,
-        token,
-        outbound={
-            Channel.INPUT: DEFAULT_WINDOW,
-            Channel.STDIN: DEFAULT_WINDOW,
-            Channel.CONTROL: DEFAULT_WINDOW,
-        },
-        inbound={Channel.OUTPUT: DEFAULT_WINDOW, Channel.MONITORING: DEFAULT_WINDOW},
-        known=known,
-    )
+    return Link.for_hub(INSTANCE, token, known=known)
 
 
 async def refused() -> trio.abc.Stream:

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from si.daemon.instance import PING, Instance
+from si.daemon.instance import Instance
 from si.daemon.state_files import RETRY_INTERVAL, StateFiles
 from si.daemon.topics import Topics
 from si.fsutil import write_json_atomic
+from si.protocol.codes import Code
 from tests.full_disk import fill, small_disk, temp_files
 
 
@@ -77,7 +78,7 @@ async def test_a_runner_ping_on_a_full_disk_is_recorded_later(disk: Path) -> Non
     instance.state_files = StateFiles()
     instance.save()
     filler = fill(disk)
-    instance.on_monitoring([PING, {"pid": 1}])  # the crash of issue 13: ENOSPC from here
+    instance.on_monitoring([Code.PING, {"pid": 1}])  # the crash of issue 13: ENOSPC from here
     assert instance.status == "running"
     assert instance.ready.is_set()
     assert stored(directory / "instance.json")["status"] == "starting"

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from si.daemon.spawn import Spawner, SpawnError
-from si.runner.identity import process_start_time
+from si.identity import process_start_time
 
 
 @pytest.mark.timeout(30)

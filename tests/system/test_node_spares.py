@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from si.client import HubClient
+from si.identity import ProcessIdentity
 from si.paths import connectable_unix_path
-from si.runner.identity import ProcessIdentity
 from si.testing import HubProcess, make_package, wait_for
 
 pytestmark = [

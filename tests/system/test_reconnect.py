@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from si.client import HubClient, HubError
-from si.runner.identity import ProcessIdentity
+from si.identity import ProcessIdentity
 from si.testing import HubProcess, python_package, wait_for
 from tests.system.conftest import hub_http
 

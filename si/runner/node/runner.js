@@ -29,26 +29,26 @@ const {
   mediaType,
 } = require('./streams.js');
 
-// Exit codes, as STH's hub maps them to statuses and reasons.
-const EXIT_COMPLETED = 0;
-const EXIT_INVALID_PATH = 21;
-const EXIT_FAILED_ON_START = 22;
-const EXIT_FAILED_DURING_EXECUTION = 23;
-const EXIT_KILLED = 137;
-const EXIT_STOPPED = 138;
+// The message codes, exit codes and instance-directory file names, as the Python side defines
+// them (si/protocol/codes.py, si/protocol/instance_dir.py), from the file written from those.
+const CONTRACT = JSON.parse(
+  fs.readFileSync(path.join(__dirname, '..', '..', 'protocol', 'contract.json'), 'utf8'),
+);
+const FILES = CONTRACT.files;
 
-// Control and monitoring message codes (STH's numbering).
-const PING = 3000;
-const MONITORING = 3001;
-const SEQUENCE_STOPPED = 3006;
-const ALIVE = 3010;
-const PANG = 3012;
+const {
+  COMPLETED: EXIT_COMPLETED,
+  INVALID_PATH: EXIT_INVALID_PATH,
+  FAILED_ON_START: EXIT_FAILED_ON_START,
+  FAILED_DURING_EXECUTION: EXIT_FAILED_DURING_EXECUTION,
+  KILLED: EXIT_KILLED,
+  STOPPED: EXIT_STOPPED,
+} = CONTRACT.exitCodes;
+const { PING, MONITORING, SEQUENCE_STOPPED, ALIVE, PANG, STOP, KILL, MONITORING_RATE, EVENT } =
+  CONTRACT.codes;
+
 // How long an older hub connection may take to reach its end once a newer hub connected.
 const OLD_CONNECTION_GRACE_MS = 2000;
-const STOP = 4001;
-const KILL = 4002;
-const MONITORING_RATE = 4003;
-const EVENT = 5001;
 
 // Output is gathered into batches of about this size before a frame is sent: per-frame costs
 // are paid per batch, not per line, while a slow generator is still flushed at once (the flush
@@ -376,7 +376,7 @@ class Runner {
    * the runner, while the hub reads the file once it sees the runner gone.
    */
   declareTopic(key, name, contentType) {
-    const file = path.join(this.instanceDir, 'declared.json');
+    const file = path.join(this.instanceDir, FILES.declared);
     let declared = {};
     try {
       declared = JSON.parse(fs.readFileSync(file, 'utf8'));
@@ -482,7 +482,7 @@ class Runner {
 
   async run(sequence) {
     const { functions, declaration } = sequence;
-    const writer = new SegmentWriter(path.join(this.instanceDir, 'log'), {
+    const writer = new SegmentWriter(path.join(this.instanceDir, FILES.log), {
       segmentBytes: Number(this.spawn.log_segment_bytes) || undefined,
       keep: Number(this.spawn.log_keep) || undefined,
     });
@@ -558,10 +558,10 @@ class Runner {
     const unconsumed = output.replay.map(([offset, payload]) =>
       payload.subarray(Math.max(0, base - offset)),
     );
-    fs.writeFileSync(path.join(this.instanceDir, 'output.tail'), Buffer.concat(unconsumed), {
+    fs.writeFileSync(path.join(this.instanceDir, FILES.output_tail), Buffer.concat(unconsumed), {
       mode: 0o600,
     });
-    writeJsonAtomic(path.join(this.instanceDir, 'exit.json'), {
+    writeJsonAtomic(path.join(this.instanceDir, FILES.exit), {
       code,
       reason,
       output: { base, end: output.nextOffset, ended: output.ended },
@@ -594,11 +594,11 @@ class Runner {
  */
 async function main(argv, server = net.createServer().listen({ fd: 3 })) {
   const instanceDir = path.resolve(argv[2]);
-  const spawn = JSON.parse(fs.readFileSync(path.join(instanceDir, 'spawn.json'), 'utf8'));
+  const spawn = JSON.parse(fs.readFileSync(path.join(instanceDir, FILES.spawn), 'utf8'));
   // Not fsynced (a few ms of every start): after a machine crash the runner it names is gone
   // whatever the file holds, and a hub marks the instance lost either way.
   writeJsonAtomic(
-    path.join(instanceDir, 'runner.json'),
+    path.join(instanceDir, FILES.runner),
     { ...processIdentity(), socket: spawn.socket, token: spawn.token, protocol: 1 },
     false,
   );
