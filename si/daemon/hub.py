@@ -130,7 +130,7 @@ class Hub:
 
         for directory in directories:
             try:
-                record = read_json(directory / "instance.json")
+                record = read_json(InstanceDir(directory).record_file)
                 instance = Instance(directory, record, known_link=False, lag_limit=self.lag_limit)
             except Exception as exc:
                 # Only this instance suffers: it is listed as lost, its runner left alone.

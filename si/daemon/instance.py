@@ -151,7 +151,7 @@ class Instance:
     def save(self) -> None:
         """Record the instance in ``instance.json``; through the hub's StateFiles when it has
         them, so a full disk keeps the record in memory for a later retry instead of failing."""
-        path = self.directory / "instance.json"
+        path = self.files.record_file
         if self.state_files is None:
             write_json_atomic(path, self.saved_record())
         else:

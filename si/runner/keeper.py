@@ -59,6 +59,7 @@ from si.allocator import give_back_free_heap
 from si.fsutil import write_json_atomic
 from si.identity import ProcessIdentity
 from si.paths import connectable_unix_path
+from si.protocol.instance_dir import InstanceDir
 from si.runner.spares import SparePool
 
 try:
@@ -107,8 +108,8 @@ def _child_stdio(
     append = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     targets = [
         os.open(os.devnull, os.O_RDONLY),
-        os.open(instance_dir / "stdout", append, 0o600),
-        os.open(instance_dir / "stderr", append, 0o600),
+        os.open(InstanceDir(instance_dir).file("stdout"), append, 0o600),
+        os.open(InstanceDir(instance_dir).file("stderr"), append, 0o600),
         os.dup(listener.fileno()),
     ]
     if control is not None:
@@ -145,7 +146,7 @@ class Keeper:
     def start_child(
         self, directory: Path, argv: list[str] | None, control: socket.socket | None = None
     ) -> int:
-        listener = bind_listener(directory / "runner.sock")
+        listener = bind_listener(InstanceDir(directory).socket)
         try:
             # Everything allocated so far moves to the collector's permanent generation: a full
             # collection in the runner (or here) then never walks, and so never writes to, the
@@ -193,7 +194,7 @@ class Keeper:
             code = os.waitstatus_to_exitcode(status)
             code = 128 - code if code < 0 else code  # killed by a signal: the shell's convention
             with contextlib.suppress(OSError):
-                write_json_atomic(instance_dir / "wait.json", {"pid": pid, "code": code})
+                InstanceDir(instance_dir).write_wait(pid, code)
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -212,7 +213,7 @@ class Keeper:
         ):
             return {"error": "unknown request"}
         instance_dir = Path(target)
-        if not (instance_dir / "spawn.json").is_file():
+        if not InstanceDir(instance_dir).has_spawn():
             return {"error": f"{instance_dir} has no spawn.json"}
         try:
             return {"pid": self.spawn(instance_dir, argv, spare)}

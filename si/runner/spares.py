@@ -36,11 +36,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from si.protocol.instance_dir import FILE_NAMES
+
 # How many spares the keeper keeps booted per kind of runner. Each costs an idle Node.js
 # process (~12 MiB PSS); one more than one lets back-to-back starts find a booted spare.
 SPARES = 2
 # The files a spare owns until its assignment moves them into the instance directory.
-SPARE_FILES = ("stdout", "stderr", "runner.sock")
+SPARE_FILES = tuple(FILE_NAMES[role] for role in ("stdout", "stderr", "socket"))
 # How long a start waits for a spare to answer its assignment (one still booting answers
 # once it has booted) before it starts the instance cold instead.
 HANDOVER_TIMEOUT = 5.0

@@ -15,8 +15,7 @@ from si.runner.streams import InputStream
 
 
 def runner_link() -> Link:
-    link = Link.for_runner("i", b"\0" * 16)
-    return link
+    return Link.for_runner("i", b"\0" * 16)
 
 
 def pump_until_blocked(
