@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 import si
+from si.daemon.fds import OutOfFileDescriptors
 from si.daemon.feed import Feed, now_ms
 from si.daemon.http import Request, Response
-from si.daemon.hub import ApiError, Hub, storage_error
+from si.daemon.hub import Hub, InstanceExists, RunnerNotStarted, SequenceFailed
 from si.daemon.load import load_figures
 from si.daemon.pipe import OffsetError, OutputPipe, PipeReader
+from si.daemon.record import InstanceStatus
 from si.daemon.sequences import (
     NEW_PREFIX,
     Sequence,
@@ -34,7 +36,7 @@ from si.daemon.sequences import (
 )
 from si.daemon.topics import DEFAULT_CONTENT_TYPE, MessageSplitter, Topic, TopicError
 from si.errors import PackageError
-from si.fsutil import is_disk_full, write_all
+from si.fsutil import is_disk_full, is_exhaustion, write_all
 from si.protocol import messages
 from si.protocol.frames import Channel
 from si.segments import list_segments, offset_of_last_lines, read_from, stream_end
@@ -62,6 +64,25 @@ GZIP_MAGIC = b"\x1f\x8b"
 NOT_GZIP = "not a sequence package: a package is a gzip-compressed tar archive (.tar.gz)"
 
 RouteHandler = Callable[[Request, Response], Awaitable[None]]
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def storage_error(exc: OSError, doing: str) -> ApiError:
+    """The answer to a request that failed to write: 507 when the disk is full, 503 when the
+    hub is out of file descriptors, else 500."""
+    if is_disk_full(exc):
+        return ApiError(507, f"{doing}: the hub's disk is full ({exc.strerror})")
+    if is_exhaustion(exc):
+        return ApiError(503, f"{doing}: the hub is out of file descriptors ({exc.strerror})")
+    return ApiError(500, f"{doing}: {exc.strerror or exc}")
 
 
 class Api:
@@ -489,7 +510,20 @@ class Api:
         if not isinstance(payload.get("args", []) or [], list):
             raise ApiError(422, "args must be a JSON array")
         sequence = self._sequence(request)
-        instance = await self.hub.start_instance(sequence, payload)
+        try:
+            instance = await self.hub.start_instance(sequence, payload)
+        except InstanceExists as exc:
+            raise ApiError(409, str(exc)) from None
+        except SequenceFailed as exc:
+            raise ApiError(400, str(exc)) from None
+        except RunnerNotStarted as exc:
+            raise ApiError(500, str(exc)) from exc
+        except OutOfFileDescriptors as exc:
+            raise ApiError(
+                503, f"the hub is out of file descriptors ({exc}); the instance was not started"
+            ) from exc
+        except OSError as exc:
+            raise storage_error(exc, "cannot start an instance") from exc
         await response.json(200, {"message": f"Sequence {instance.id} starting", "id": instance.id})
 
     # -- instances -------------------------------------------------------------------------
@@ -572,7 +606,7 @@ class Api:
         if not instance.live:
             raise ApiError(404, f"Instance {instance.id} is not running")
         health = instance.health if isinstance(instance.health, dict) else {"healthy": True}
-        await response.json(200, {**health, "processId": instance.pid})
+        await response.json(200, {**health, "processId": instance.state.pid})
 
     async def post_event(self, request: Request, response: Response) -> None:
         instance = self._instance(request)
@@ -617,7 +651,7 @@ class Api:
         runner_link = instance.runner_link
         if not instance.live or runner_link is None or instance.exited:
             raise ApiError(409, f"Instance {instance.id} is not running")
-        if instance.requires is not None:
+        if instance.state.requires is not None:
             raise ApiError(405, "Input provided in other way")
         end = parse_end_stream(request.header("x-end-stream"), default=True)
         lock = self._input_locks.setdefault(instance.id, trio.Lock())
@@ -732,7 +766,7 @@ class Api:
             raise ApiError(400, "Instance not running")
         if remove:
             instance.remove_immediately = True
-        instance.set_status("killing")
+        instance.set_status(InstanceStatus.KILLING)
         self.hub.nursery.start_soon(self.hub.kill, instance)
         await response.json(202, instance.record())
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import trio
 
+from si.daemon.wakeup import Changes
+
 # Entries a feed retains for late readers: bounded, so a busy hub's memory stays flat.
 DEFAULT_CAPACITY = 10_000
 
@@ -23,7 +25,7 @@ class Feed:
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self._entries: deque[bytes] = deque(maxlen=capacity)
         self._published = 0  # number of the next entry
-        self._changed = trio.Event()
+        self._changed = Changes()
         self._token: trio.lowlevel.TrioToken | None = None
 
     def bind(self) -> None:
@@ -45,8 +47,7 @@ class Feed:
                 pass
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        self._changed.notify()
 
     async def follow(self) -> Any:
         """Yield NDJSON chunks: the retained history, then new entries as they come."""

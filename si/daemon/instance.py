@@ -17,7 +17,6 @@ checked through a pidfd, which then cannot be recycled under us).
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import signal
@@ -31,6 +30,7 @@ import trio
 from si.daemon.events import EventBoard
 from si.daemon.fds import OutOfFileDescriptors
 from si.daemon.pipe import LagLimit, OutputPipe
+from si.daemon.record import InstanceRecord, InstanceStatus, Route
 from si.daemon.runner_link import RunnerLink
 from si.daemon.state_files import StateFiles
 from si.fsutil import is_exhaustion, write_json_atomic
@@ -55,18 +55,6 @@ WAIT_STATUS_TIMEOUT = 0.5
 RESUME_HOLD_SECONDS = 10.0
 RESUME_HOLD_BYTES = 8 << 20
 
-LIVE_STATUSES = ("starting", "running", "stopping", "killing")
-
-
-def iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return (
-        datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
-
 
 class Instance:
     """Record plus live state of one instance; driven by the Supervisor and the API."""
@@ -74,29 +62,17 @@ class Instance:
     def __init__(
         self,
         directory: Path,
-        record: dict[str, Any],
+        record: InstanceRecord,
         *,
         known_link: bool,
         lag_limit: LagLimit | None = None,
     ) -> None:
         self.directory = directory
         self.files = InstanceDir(directory)
-        self.id: str = record["id"]
-        self.sequence_id: str = record["sequence_id"]
-        self.sequence_snapshot: dict[str, Any] = record.get("sequence", {})
-        self.args: list[Any] = record.get("args", [])
-        self.app_config: dict[str, Any] = record.get("app_config", {})
-        self.start_payload: dict[str, Any] = record.get("payload", {})
-        self.status: str = record.get("status", "starting")
-        self.created: float = record.get("created", time.time())
-        self.started: float | None = record.get("started")
-        self.ended: float | None = record.get("ended")
-        self.terminated: dict[str, Any] | None = record.get("terminated")
-        self.pid: int | None = record.get("pid")
+        self.state = record
         self.health: Any = None
         self.identity: ProcessIdentity | None = None
         self.pidfd: int | None = None
-        self.token: str = record.get("token", "")
         # A re-adopted runner's output offsets are learnt from its handshake: until then
         # readers wait rather than be numbered from 0.
         self.output = OutputPipe(self._output_consumed, known=known_link, lag_limit=lag_limit)
@@ -106,11 +82,6 @@ class Instance:
         self.wait_code: int | None = None
         self.remove_immediately = False
         self.unreachable: str | None = None  # why an adopted runner could not be proven
-        # Topic routes, (topic name, content type): from the start payload's outputTopic and
-        # inputTopic, else from what the sequence declares (PANG). Kept across hub restarts.
-        topics = record.get("topics") or {}
-        self.provides: tuple[str, str] | None = _route(topics.get("provides"))
-        self.requires: tuple[str, str] | None = _route(topics.get("requires"))
         self.on_topics: Callable[[Instance], None] | None = None
         self.routed: set[str] = set()  # "provides", "requires": routes the hub has wired
         self.input_routes: list[trio.CancelScope] = []
@@ -124,67 +95,46 @@ class Instance:
         # The hub's writer of state files (None: write directly, failures raise).
         self.state_files: StateFiles | None = None
 
+    @property
+    def id(self) -> str:
+        return self.state.id
+
     # -- record ----------------------------------------------------------------------------
 
     def record(self) -> dict[str, Any]:
-        """The instance as STH's API shows it (plus ``pid``)."""
-        body: dict[str, Any] = {
-            "id": self.id,
-            "appConfig": self.app_config,
-            "args": self.args,
-            "sequence": self.sequence_snapshot,
-            "created": iso(self.created),
-            "started": iso(self.started),
-            "ended": iso(self.ended),
-            "status": self.status,
-            "terminated": self.terminated,
-            "pid": self.pid,
-            # si's addition: whether the hub holds a live link to the runner right now.
-            "connected": self.live and self.link is not None and self.link.established,
-        }
-        if self.provides is not None:
-            body["provides"] = self.provides[0]
-        if self.requires is not None:
-            body["requires"] = self.requires[0]
-        return {key: value for key, value in body.items() if value is not None}
+        """The instance as STH's API shows it (see InstanceRecord.sth_view)."""
+        connected = self.live and self.link is not None and self.link.established
+        return self.state.sth_view(connected=connected)
 
     def save(self) -> None:
         """Record the instance in ``instance.json``; through the hub's StateFiles when it has
         them, so a full disk keeps the record in memory for a later retry instead of failing."""
         path = self.files.record_file
         if self.state_files is None:
-            write_json_atomic(path, self.saved_record())
+            write_json_atomic(path, self.state.to_json())
         else:
-            self.state_files.write(path, self.saved_record())
+            self.state_files.write(path, self.state.to_json())
 
-    def saved_record(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "sequence_id": self.sequence_id,
-            "sequence": self.sequence_snapshot,
-            "args": self.args,
-            "app_config": self.app_config,
-            "payload": self.start_payload,
-            "status": self.status,
-            "created": self.created,
-            "started": self.started,
-            "ended": self.ended,
-            "terminated": self.terminated,
-            "pid": self.pid,
-            "topics": {
-                "provides": list(self.provides) if self.provides else None,
-                "requires": list(self.requires) if self.requires else None,
-            },
-        }
-
-    def set_status(self, status: str) -> None:
-        if self.status != status:
-            self.status = status
+    def set_status(self, status: InstanceStatus) -> None:
+        if self.state.status != status:
+            self.state.status = status
             self.save()
 
     @property
     def live(self) -> bool:
-        return self.status in LIVE_STATUSES
+        return self.state.live
+
+    def end(self, status: InstanceStatus, reason: str, code: int) -> None:
+        """The instance's life is over: record it, end its streams, wake its waiters."""
+        self.exited = True
+        self.state.end(status, reason, code)
+        self.save()
+        if not self.output.ended:
+            self.output.close()  # killed mid-stream: readers end after what was saved
+        self.events.close()
+        for route in self.input_routes:
+            route.cancel()
+        self.finished.set()
 
     # -- process ---------------------------------------------------------------------------
 
@@ -197,7 +147,7 @@ class Instance:
         Raises:
             OutOfFileDescriptors: no descriptor to watch it with; it may well be running.
         """
-        self.pid = pid
+        self.state.pid = pid
         try:
             identity = ProcessIdentity.of(pid)
         except OSError as exc:
@@ -231,7 +181,7 @@ class Instance:
             return False
         self.identity = identity
         self.pidfd = pidfd
-        self.pid = identity.pid
+        self.state.pid = identity.pid
         return True
 
     def make_link(
@@ -283,16 +233,7 @@ class Instance:
             wait_code,
             recorded=record is not None,
         )
-        self.terminated = {"exitcode": code, "reason": reason}
-        self.ended = time.time()
-        self.status = status
-        self.save()
-        if not self.output.ended:
-            self.output.close()  # killed mid-stream: readers end after what was saved
-        self.events.close()
-        for route in self.input_routes:
-            route.cancel()
-        self.finished.set()
+        self.end(status, reason, code)
 
     def collect_saved_output(self) -> None:
         """For an instance that ended before this hub started: serve what the runner saved."""
@@ -332,9 +273,10 @@ class Instance:
         # The token proves the peer is this instance's runner; its pid must also be the one
         # our pidfd pins, or a signal meant for the runner would reach another process (a
         # forged or stale runner.json). Both runners put their pid in HELLO.
-        if self.pid is not None and peer.get("pid") != self.pid:
+        pid = self.state.pid
+        if pid is not None and peer.get("pid") != pid:
             return (
-                f"the runner on its socket is pid {peer.get('pid')}, not pid {self.pid} "
+                f"the runner on its socket is pid {peer.get('pid')}, not pid {pid} "
                 "named in runner.json; it is not signalled (stop it by hand if it still runs)"
             )
         return None
@@ -363,9 +305,9 @@ class Instance:
             log.warning("instance %s: ignoring a malformed message: %s", self.id, exc)
             return
         if isinstance(message, messages.Ping):
-            if self.status == "starting":
-                self.status = "running"
-                self.started = time.time()
+            if self.state.status == InstanceStatus.STARTING:
+                self.state.status = InstanceStatus.RUNNING
+                self.state.started = time.time()
                 self.save()
             self.ready.set()
         elif isinstance(message, messages.Alive):
@@ -379,13 +321,17 @@ class Instance:
 
     def declare_topics(self, declared: dict[str, Any]) -> None:
         """Resolve the instance's topic routes: the start payload's names win (STH)."""
-        content_type = declared.get("contentType") or ""
+        content_type = str(declared.get("contentType") or "")
+        state, payload = self.state, self.state.payload
+        provides = payload.get("outputTopic") or declared.get("provides")
+        requires = payload.get("inputTopic") or declared.get("requires")
         changed = False
-        for key, payload_key in (("provides", "outputTopic"), ("requires", "inputTopic")):
-            name = self.start_payload.get(payload_key) or declared.get(key)
-            if name and getattr(self, key) is None:
-                setattr(self, key, (str(name), str(content_type)))
-                changed = True
+        if state.provides is None and provides:
+            state.provides = Route(str(provides), content_type)
+            changed = True
+        if state.requires is None and requires:
+            state.requires = Route(str(requires), content_type)
+            changed = True
         if changed:
             self.save()
             if self.on_topics is not None:
@@ -438,28 +384,19 @@ class Instance:
 
 def exit_status(
     code: int | None, reason: str | None, wait_code: int | None, *, recorded: bool
-) -> tuple[str, str, int]:
+) -> tuple[InstanceStatus, str, int]:
     """(status, reason, exit code) for a runner that ended: from its own record (``recorded``:
     it wrote exit.json) or, failing that, the keeper's wait status. A stop or a kill the
     runner recorded ends ``completed``, as STH has it."""
     if code is None:
         code = wait_code
     if code is None:
-        return "errored", "Runner died; its exit status is unknown", -1
+        return InstanceStatus.ERRORED, "Runner died; its exit status is unknown", -1
     if not recorded and code > 128:
         # Killed from outside (the runner records its own stop and kill in exit.json).
-        return "errored", f"Runner killed by signal {code - 128}", code
+        return InstanceStatus.ERRORED, f"Runner killed by signal {code - 128}", code
     known = ExitCode.of(code)
     if known is None:
-        return "errored", reason or "Runner failed", code
-    return ("errored" if known.errored else "completed"), reason or known.reason, code
-
-
-def _route(value: Any) -> tuple[str, str] | None:
-    if (
-        isinstance(value, list | tuple)
-        and len(value) == 2
-        and all(isinstance(v, str) for v in value)
-    ):
-        return (value[0], value[1])
-    return None
+        return InstanceStatus.ERRORED, reason or "Runner failed", code
+    status = InstanceStatus.ERRORED if known.errored else InstanceStatus.COMPLETED
+    return status, reason or known.reason, code

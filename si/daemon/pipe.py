@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import trio
 
+from si.daemon.wakeup import Changes
+
 # The most one read hands out at once: large enough for throughput, small enough to interleave
 # readers and keep each HTTP chunk modest.
 MAX_READ = 256 * 1024
@@ -111,7 +113,7 @@ class OutputPipe:
         self.lag_limit = lag_limit
         self._clock = clock
         self._readers: set[PipeReader] = set()
-        self._changed = trio.Event()
+        self._changed = Changes()
         self._known = trio.Event()
         if known:
             self._known.set()
@@ -162,8 +164,7 @@ class OutputPipe:
         self._wake()
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        self._changed.notify()
 
     # -- reader side -----------------------------------------------------------------------
 
@@ -224,9 +225,8 @@ class OutputPipe:
             if deadline is None:
                 await self._changed.wait()
             else:
-                changed = self._changed
                 with trio.move_on_at(deadline):
-                    await changed.wait()
+                    await self._changed.wait()
                 self._enforce()
 
     def delivered(self, reader: PipeReader, nbytes: int) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import trio
 
 from si.daemon.vectored import send_all_parts
+from si.daemon.wakeup import Changes, WorkFlag
 from si.paths import connectable_unix_path
 from si.protocol.frames import Channel
 from si.protocol.link import (
@@ -112,11 +113,11 @@ class RunnerLink:
         self.handshake_timeout = handshake_timeout
         self.proven = False
         self._stream: trio.abc.Stream | None = None
-        self._dirty = trio.Event()
-        self._window_changed = trio.Event()
+        self._dirty = WorkFlag()
+        self._window_changed = Changes()
         self._requested = 0  # bumped by every flush(); the writer records what it has sent
         self._sent_generation = 0
-        self._flushed = trio.Event()
+        self._flushed = Changes()
         self.connected = trio.Event()
         self.dials = 0
 
@@ -229,8 +230,7 @@ class RunnerLink:
             self._stream = None
             self.link.connection_lost()
             self.connected = trio.Event()
-            self._flushed.set()
-            self._flushed = trio.Event()
+            self._flushed.notify()
             with trio.CancelScope(shield=True):
                 await stream.aclose()
         return refused, disproven
@@ -269,8 +269,7 @@ class RunnerLink:
                     self.link.consume(Channel.MONITORING, len(event.data))
                     owner.on_monitoring(_json(event.data))
             elif isinstance(event, WindowOpened):
-                self._window_changed.set()
-                self._window_changed = trio.Event()
+                self._window_changed.notify()
             elif isinstance(event, Ended):
                 if event.channel == Channel.OUTPUT:
                     owner.on_output_end()
@@ -280,15 +279,13 @@ class RunnerLink:
                     raise PeerRefused(refusal)
                 self.connected.set()
                 owner.on_established(event.peer, event.received)
-                self._window_changed.set()
-                self._window_changed = trio.Event()
+                self._window_changed.notify()
             elif isinstance(event, Message):
                 owner.on_message(event.body)
 
     async def _writer(self) -> None:
         while True:
-            await self._dirty.wait()
-            self._dirty = trio.Event()
+            await self._dirty.take()
             generation = self._requested
             parts = self.link.parts_to_send()
             stream = self._stream
@@ -298,8 +295,7 @@ class RunnerLink:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return
             self._sent_generation = generation
-            self._flushed.set()
-            self._flushed = trio.Event()
+            self._flushed.notify()
 
 
 def _json(data: bytes) -> Any:

@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from si.daemon.wakeup import WorkFlag
 from si.fsutil import is_disk_full, write_json_atomic
 
 log = logging.getLogger("si.hub.state")
@@ -39,7 +40,7 @@ class StateFiles:
         # Why writes fail, while they do (the episode's first error); None while they succeed.
         self.failing: str | None = None
         self._deferred: set[Path] = set()  # files that waited during the current episode
-        self._work = trio.Event()
+        self._work = WorkFlag()
 
     def write(self, path: Path, body: dict[str, Any], *, durable: bool = True) -> bool:
         """Write ``body`` to ``path`` now if possible; True when it is on disk.
@@ -71,8 +72,7 @@ class StateFiles:
         hub's lifetime)."""
         while True:
             while not self.pending:
-                await self._work.wait()
-                self._work = trio.Event()
+                await self._work.take()
             await trio.sleep(self.retry_interval)
             self.flush()
 

@@ -21,6 +21,7 @@ import trio
 
 from si.daemon.pipe import OutputPipe
 from si.daemon.state_files import StateFiles
+from si.daemon.wakeup import Changes, WorkFlag
 from si.fsutil import read_json
 
 CONTENT_TYPES = (
@@ -91,20 +92,19 @@ class Topic:
         self.content_type = content_type
         self.capacity = capacity
         self.pipe = OutputPipe(self._consumed, base, retain=TOPIC_REPLAY)
-        self._room = trio.Event()
+        self._room = Changes()
         self._notify = on_consumed
         self.producers = 0
         # The head as last recorded on disk; instance producers are acknowledged up to it.
         self.committed = base
-        self._committed_changed = trio.Event()
+        self._committed_changed = Changes()
         # Instance producers: id -> "how far into my output is in the topic up to this head".
         self.routes: dict[str, Callable[[int], int]] = {}
         # After a restart: id -> output offset already in the topic (the route skips it).
         self.restored: dict[str, int] = {}
 
     def _consumed(self, nbytes: int) -> None:
-        self._room.set()
-        self._room = trio.Event()
+        self._room.notify()
         if self._notify is not None:
             self._notify()
 
@@ -112,8 +112,7 @@ class Topic:
         """The head is recorded: producers may let their sources go up to it."""
         if self.pipe.head != self.committed:
             self.committed = self.pipe.head
-            self._committed_changed.set()
-            self._committed_changed = trio.Event()
+            self._committed_changed.notify()
 
     async def wait_committed(self, offset: int) -> None:
         while self.committed < offset and not self.pipe.closed:
@@ -131,8 +130,8 @@ class Topic:
 
     def close(self) -> None:
         self.pipe.close()
-        self._room.set()
-        self._committed_changed.set()
+        self._room.notify()
+        self._committed_changed.notify()
 
     def record(self) -> dict[str, str]:
         return {
@@ -164,7 +163,7 @@ class Topics:
         self.path = path
         self.state_files = state_files or StateFiles()
         self.topics: dict[str, Topic] = {}
-        self._changed = trio.Event()
+        self._changed = WorkFlag()
         if path is not None:
             self._load(path)
 
@@ -252,8 +251,7 @@ class Topics:
     async def keep_committed(self) -> None:
         """Record heads as they move, then let producers go (runs for the hub's lifetime)."""
         while True:
-            await self._changed.wait()
-            self._changed = trio.Event()
+            await self._changed.take()
             if not self.save():
                 # Heads not on disk yet: producers are held (their runners keep the bytes for
                 # replay) rather than acknowledged past what a restarted hub would know.

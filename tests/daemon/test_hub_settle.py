@@ -50,10 +50,10 @@ async def test_loaded_instances_are_settled_in_the_background(tmp_path: Path) ->
     async with trio.open_nursery() as nursery:
         hub.begin(nursery)
         # Nothing settled before the hub's first chance to answer a request...
-        assert all(hub.instances[i].status == "running" for i in ids)
+        assert all(hub.instances[i].state.status == "running" for i in ids)
         await trio.testing.wait_all_tasks_blocked()
         # ...and everything once it is idle.
-        assert all(hub.instances[i].status != "running" for i in ids)
+        assert all(hub.instances[i].state.status != "running" for i in ids)
         nursery.cancel_scope.cancel()
 
 
@@ -65,9 +65,9 @@ async def test_settle_proves_an_instance_before_the_background_pass_reaches_it(
         hub.begin(nursery)
         await trio.lowlevel.checkpoint()  # the pass settles its first batch, no more
         last = hub.instances[ids[-1]]
-        assert last.status == "running"
+        assert last.state.status == "running"
         hub.settle(ids[-1])
-        assert last.status != "running"
+        assert last.state.status != "running"
         assert last.exited
         hub.settle()
         assert all(hub.instances[i].exited for i in ids)

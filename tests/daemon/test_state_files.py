@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from si.daemon.instance import Instance
+from si.daemon.record import InstanceRecord, InstanceStatus
 from si.daemon.state_files import RETRY_INTERVAL, StateFiles
 from si.daemon.topics import Topics
 from si.fsutil import write_json_atomic
@@ -74,12 +75,12 @@ async def test_unsaved_records_wait_and_are_saved_once_space_returns(
 async def test_a_runner_ping_on_a_full_disk_is_recorded_later(disk: Path) -> None:
     directory = disk / "instance"
     directory.mkdir()
-    instance = Instance(directory, {"id": "i", "sequence_id": "s"}, known_link=True)
+    instance = Instance(directory, InstanceRecord(id="i", sequence_id="s"), known_link=True)
     instance.state_files = StateFiles()
     instance.save()
     filler = fill(disk)
     instance.on_monitoring([Code.PING, {"pid": 1}])  # the crash of issue 13: ENOSPC from here
-    assert instance.status == "running"
+    assert instance.state.status == InstanceStatus.RUNNING
     assert instance.ready.is_set()
     assert stored(directory / "instance.json")["status"] == "starting"
     filler.unlink()
