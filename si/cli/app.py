@@ -24,16 +24,19 @@ import click
 
 import si
 from si.cli import render
-from si.cli.common import COMPLETE_VAR, CONTEXT_SETTINGS, AliasGroup, CliState
+from si.cli.common import (
+    COMPLETE_VAR,
+    CONTEXT_SETTINGS,
+    AliasGroup,
+    CliState,
+    hoist_global_options,
+)
 from si.cli.render import OutputClosed, OutputFormat
 from si.errors import SiError
 
 EXIT_FAILURE = 1
 # The shell's code for death by SIGINT.
 EXIT_INTERRUPTED = 130
-# Global options with a value, and global flags; both may appear after the subcommand.
-GLOBAL_OPTIONS = ("--hub", "--format", "--config", "--config-path")
-GLOBAL_FLAGS = ("--progress", "--no-progress")
 
 # The running command's state, for error reporting after click has left its context.
 _current: list[CliState] = []
@@ -172,78 +175,12 @@ for _name, _aliases in GROUPS.items():
 app = cli
 
 
-def hoist_global_options(args: Sequence[str]) -> list[str]:
-    """Move the global options (with their values) in front of the subcommand.
-
-    Scanning stops at ``--``, after which everything is a positional argument. An option the
-    subcommand defines itself stays where it is (``si config set log --format json`` sets the
-    profile's format; it is not the global ``--format``).
-
-    Raises:
-        SiError: a global option is the last word, with no value.
-    """
-    own = _own_options(args)
-    hoisted: list[str] = []
-    rest: list[str] = []
-    index = 0
-    while index < len(args):
-        word = args[index]
-        if word == "--":
-            rest.extend(args[index:])
-            break
-        name = word.split("=", 1)[0]
-        if name in own:
-            rest.append(word)
-        elif name in GLOBAL_OPTIONS:
-            if "=" in word:
-                hoisted.append(word)
-            elif index + 1 < len(args):
-                hoisted.extend((word, args[index + 1]))
-                index += 1
-            else:
-                raise SiError(f"Option '{word}' requires an argument.")
-        elif word in GLOBAL_FLAGS:
-            hoisted.append(word)
-        else:
-            rest.append(word)
-        index += 1
-    return hoisted + rest
-
-
-def _own_options(args: Sequence[str]) -> set[str]:
-    """The option names of the command the words lead to (global ones skipped on the way)."""
-    command: click.Command = cli
-    index = 0
-    while index < len(args) and isinstance(command, click.Group):
-        word = args[index]
-        if word == "--":
-            break
-        if word.split("=", 1)[0] in GLOBAL_OPTIONS and "=" not in word:
-            index += 2
-            continue
-        if word.startswith("-"):
-            index += 1
-            continue
-        found = command.get_command(click.Context(command), word)
-        if found is None:
-            break
-        command = found
-        index += 1
-    if command is cli:
-        return set()
-    names: set[str] = set()
-    for param in command.params:
-        names.update(param.opts)
-        names.update(param.secondary_opts)
-    return names
-
-
 def run(args: Sequence[str]) -> int:
     """Run the CLI on ``args`` (without the program name) and return the exit code."""
     try:
         # make_context + invoke rather than main(): click's main turns Ctrl-C into Abort and
         # writes to stderr; here every outcome is decided below.
-        with cli.make_context("si", hoist_global_options(args)) as ctx:
+        with cli.make_context("si", hoist_global_options(cli, args)) as ctx:
             result = cli.invoke(ctx)
         return result if isinstance(result, int) else 0
     except OutputClosed:

@@ -326,7 +326,12 @@ def binary_stdin(what: str, *, allow_terminal: bool = True) -> Any:
     """
     # Unbuffered: whatever arrives is sent at once, and a thread blocked reading a terminal
     # holds no buffer lock that would stall the interpreter's exit.
-    stream = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        # Not a file: stdin replaced in process (click's CliRunner, an embedding program).
+        return sys.stdin.buffer
+    stream = open(fd, "rb", buffering=0, closefd=False)  # noqa: SIM115
     if not allow_terminal and stream.isatty():
         stream.close()
         raise SiError(f"give {what} as a file or pipe it in; stdin is a terminal")
@@ -364,3 +369,76 @@ def forget(cli: CliState, key: SessionKey, value: str) -> None:
         cli.session.clear_if(key, value)
     except (OSError, SiError) as exc:
         render.warning(f"cannot update {key} in {cli.session.path}: {exc}")
+
+
+# -- global options after the subcommand ------------------------------------------------------
+
+# Global options with a value, and global flags; both may appear after the subcommand.
+GLOBAL_OPTIONS = ("--hub", "--format", "--config", "--config-path")
+GLOBAL_FLAGS = ("--progress", "--no-progress")
+
+
+def hoist_global_options(root: click.Command, args: Sequence[str]) -> list[str]:
+    """Move the global options (with their values) in front of the subcommand.
+
+    Scanning stops at ``--``, after which everything is a positional argument. An option the
+    subcommand defines itself stays where it is (``si config set log --format json`` sets the
+    profile's format; it is not the global ``--format``).
+
+    Raises:
+        SiError: a global option is the last word, with no value.
+    """
+    own = _own_options(root, args)
+    hoisted: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(args):
+        word = args[index]
+        if word == "--":
+            rest.extend(args[index:])
+            break
+        name = word.split("=", 1)[0]
+        if name in own:
+            rest.append(word)
+        elif name in GLOBAL_OPTIONS:
+            if "=" in word:
+                hoisted.append(word)
+            elif index + 1 < len(args):
+                hoisted.extend((word, args[index + 1]))
+                index += 1
+            else:
+                raise SiError(f"Option '{word}' requires an argument.")
+        elif word in GLOBAL_FLAGS:
+            hoisted.append(word)
+        else:
+            rest.append(word)
+        index += 1
+    return hoisted + rest
+
+
+def _own_options(root: click.Command, args: Sequence[str]) -> set[str]:
+    """The option names of the command the words lead to (global ones skipped on the way)."""
+    command: click.Command = root
+    index = 0
+    while index < len(args) and isinstance(command, click.Group):
+        word = args[index]
+        if word == "--":
+            break
+        if word.split("=", 1)[0] in GLOBAL_OPTIONS and "=" not in word:
+            index += 2
+            continue
+        if word.startswith("-"):
+            index += 1
+            continue
+        found = command.get_command(click.Context(command), word)
+        if found is None:
+            break
+        command = found
+        index += 1
+    if command is root:
+        return set()
+    names: set[str] = set()
+    for param in command.params:
+        names.update(param.opts)
+        names.update(param.secondary_opts)
+    return names

@@ -18,7 +18,14 @@ from pathlib import Path
 import click
 
 from si.cli import render
-from si.cli.common import COMPLETE_VAR, AliasGroup, command, group
+from si.cli.common import (
+    COMPLETE_VAR,
+    GLOBAL_OPTIONS,
+    AliasGroup,
+    command,
+    group,
+    hoist_global_options,
+)
 
 app: AliasGroup = group("completion", "Shell completion for bash, zsh and fish.")
 
@@ -170,19 +177,17 @@ def uninstall(shell: str | None) -> None:
     render.message(f"si completion for {chosen} removed from {target}")
 
 
-def _hoisted(args: list[str]) -> list[str]:
+def _hoisted(root: click.Command, args: list[str]) -> list[str]:
     """The typed words with global options moved in front, as :func:`si.cli.app.run` does.
 
     A global option still waiting for its value stays last, so its value gets completed.
     """
-    from si.cli.app import GLOBAL_OPTIONS, hoist_global_options
-
     trailing: list[str] = []
     if args and args[-1] in GLOBAL_OPTIONS:
         trailing = [args[-1]]
         args = args[:-1]
     try:
-        return hoist_global_options(args) + trailing
+        return hoist_global_options(root, args) + trailing
     except Exception:
         return args + trailing
 
@@ -202,7 +207,7 @@ def complete(cli: click.Command, instruction: str) -> int:
 
                 def get_completion_args(self) -> tuple[list[str], str]:
                     args, incomplete = super().get_completion_args()
-                    return _hoisted(args), incomplete
+                    return _hoisted(cli, args), incomplete
 
             shell_completion.add_completion_class(Hoisting, shell)
         return shell_completion.shell_complete(cli, {}, PROGRAM, COMPLETE_VAR, instruction)

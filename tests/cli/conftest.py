@@ -1,4 +1,4 @@
-"""Fixtures for CLI tests: a fake hub on a short Unix socket, and ``si`` run as a user runs it."""
+"""Fixtures for CLI tests: a hub on a short Unix socket, and ``si`` run as a user runs it."""
 
 from __future__ import annotations
 
@@ -49,7 +49,52 @@ def si_env(tmp_path: Path, hub: FakeHub) -> dict[str, str]:
 
 @pytest.fixture
 def run_si(si_env: dict[str, str], tmp_path: Path) -> RunSi:
-    """Run ``python -m si ARGS...``; keyword ``env`` adds or (with None) removes variables."""
+    """Run ``si ARGS...`` in this process, through click's CliRunner, as a shell in tmp_path
+    with ``si_env`` would; keyword ``env`` adds or (with None) removes variables.
+
+    The result is shaped like a finished process (exit code, stdout and stderr as bytes). The
+    few tests that need a real process (a closed pipe, a terminal, the import cost) use
+    ``run_si_process``.
+    """
+    from click.testing import CliRunner
+
+    from si.cli.app import main
+
+    def run(
+        *args: str,
+        input: bytes | None = None,
+        env: dict[str, str | None] | None = None,
+        timeout: float = 30,  # the test's own timeout bounds it in process
+    ) -> subprocess.CompletedProcess[bytes]:
+        del timeout
+        changes: dict[str, str | None] = {k: None for k in os.environ if k not in si_env}
+        changes.update({k: v for k, v in si_env.items() if os.environ.get(k) != v})
+        changes.update(env or {})
+        runner = CliRunner()
+        before = os.getcwd()
+        os.chdir(tmp_path)
+        try:
+            with runner.isolation(input=input or b"", env=changes) as (out, err, _):
+                try:
+                    main(list(args))  # as the console script runs, completion included
+                except SystemExit as exit:
+                    code = exit.code if isinstance(exit.code, int) else 1
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+        finally:
+            os.chdir(before)
+        return subprocess.CompletedProcess(
+            ["si", *args], code, stdout=out.getvalue(), stderr=err.getvalue()
+        )
+
+    return run
+
+
+@pytest.fixture
+def run_si_process(si_env: dict[str, str], tmp_path: Path) -> RunSi:
+    """Run ``python -m si ARGS...`` as a process; keyword ``env`` adds or (with None) removes
+    variables."""
 
     def run(
         *args: str,

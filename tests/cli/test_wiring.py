@@ -15,7 +15,8 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from si.cli.app import hoist_global_options, run
+from si.cli.app import cli, run
+from si.cli.common import hoist_global_options
 from si.daemon.options import HubOptions
 from tests.cli.conftest import session_file
 from tests.cli.fakehub import FakeHub
@@ -205,7 +206,9 @@ def test_hub_serve_detach_hands_the_http_timeouts_to_the_daemon(
 
 
 def test_hoisting_stops_at_double_dash() -> None:
-    assert hoist_global_options(["seq", "start", "x", "--format", "json", "--", "--hub", "y"]) == [
+    assert hoist_global_options(
+        cli, ["seq", "start", "x", "--format", "json", "--", "--hub", "y"]
+    ) == [
         "--format",
         "json",
         "seq",
