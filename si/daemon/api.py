@@ -687,6 +687,8 @@ class Api:
             raise ApiError(409, f"Instance {instance.id} is not running")
         with trio.move_on_after(CONNECT_TIMEOUT):
             await _wait_established(instance)
+        if runner_link.link.outbound[Channel.INPUT].ended:
+            raise ApiError(409, f"Input of instance {instance.id} has already ended")
         pipe = instance.output
         await pipe.wait_known()
         reader = pipe.attach()
@@ -707,6 +709,9 @@ class Api:
     ) -> None:
         runner_link = instance.runner_link
         assert runner_link is not None
+        # The input stays open unless asked (``si inst inout --end``): then the sequence sees
+        # its input end, and the output ends when the sequence does.
+        end = parse_end_stream(request.header("x-end-stream"), default=False)
         await response.start(200, [("content-type", "application/octet-stream")])
         async with trio.open_nursery() as nursery:
 
@@ -718,6 +723,8 @@ class Api:
                         await runner_link.send(Channel.INPUT, header)
                     async for chunk in request.body():
                         await runner_link.send(Channel.INPUT, chunk)
+                    if end:
+                        runner_link.end(Channel.INPUT)
 
             nursery.start_soon(feed_input)
             await _copy_to_response(pipe, reader, response)

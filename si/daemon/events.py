@@ -1,7 +1,8 @@
 """Events an instance emits, as the hub keeps them for API readers.
 
 STH's semantics: ``/event/<name>`` answers the last message seen (or waits for the first),
-``/once/<name>`` waits for the next one, ``/events/<name>`` streams every one as NDJSON. Every
+``/once/<name>`` waits for the next one, ``/events/<name>`` streams every one as NDJSON. Once the
+instance has ended no next message can come: waiters are answered ``None`` (null). Every
 stream subscriber has a bounded queue; one that falls that far behind is dropped rather than
 allowed to grow the hub's memory.
 """
@@ -24,6 +25,7 @@ class EventBoard:
         self._next: dict[str, trio.Event] = {}
         self._values: dict[str, Any] = {}
         self._subscribers: dict[str, set[trio.MemorySendChannel[Any]]] = {}
+        self.closed = False
 
     def publish(self, name: str, message: Any) -> None:
         self._last[name] = message
@@ -43,6 +45,9 @@ class EventBoard:
         return self._last.get(name, _MISSING)
 
     async def next(self, name: str) -> Any:
+        """The next message of ``name``; None once the instance ended without one."""
+        if self.closed:
+            return None
         waiter = self._next.get(name)
         if waiter is None:
             waiter = self._next[name] = trio.Event()
@@ -61,6 +66,12 @@ class EventBoard:
         return receive
 
     def close(self) -> None:
+        """The instance ended: streams end, and waiters for a next message get None."""
+        self.closed = True
+        for name, waiter in self._next.items():
+            self._values[name] = None
+            waiter.set()
+        self._next.clear()
         for channels in self._subscribers.values():
             for channel in channels:
                 channel.close()

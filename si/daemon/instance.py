@@ -241,6 +241,7 @@ class Instance:
         self._recover_output(record.output if record is not None else None)
         if not self.output.ended:
             self.output.close()
+        self.events.close()
         self.finished.set()
 
     def _recover_output(self, saved: SavedOutput | None) -> None:
