@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.fakehub import FakeHub
+from tests.cli.hubproxy import HubUnderTest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,19 +29,34 @@ def short_dir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def hub(short_dir: Path) -> Iterator[FakeHub]:
-    with FakeHub(str(short_dir / "hub.sock")) as fake:
+def hub(short_dir: Path) -> Iterator[HubUnderTest]:
+    """A real hub on a temporary home, reached through a recording, fault-injecting proxy."""
+    with HubUnderTest(str(short_dir / "hub.sock"), short_dir / "home") as real:
+        yield real
+
+
+@pytest.fixture
+def fake_hub(short_dir: Path) -> Iterator[FakeHub]:
+    """A scripted server for what no real hub does on purpose: resuming a stream earlier or
+    later than asked, or without offsets."""
+    with FakeHub(str(short_dir / "fake.sock")) as fake:
         yield fake
 
 
 @pytest.fixture
-def si_env(tmp_path: Path, hub: FakeHub) -> dict[str, str]:
-    """The environment of a user whose session files live in tmp_path and whose hub is ``hub``."""
+def si_env(request: pytest.FixtureRequest, tmp_path: Path, hub: HubUnderTest) -> dict[str, str]:
+    """The environment of a user whose session files live in tmp_path and whose hub is ``hub``
+    (``fake_hub`` in a test that asks for it)."""
+    address = (
+        request.getfixturevalue("fake_hub").address
+        if "fake_hub" in request.fixturenames
+        else hub.address
+    )
     env = {key: value for key, value in os.environ.items() if not key.startswith("SI_")}
     env.pop("NO_COLOR", None)
     env["PYTHONPATH"] = str(REPO)
     env["TMPDIR"] = str(tmp_path)
-    env["SI_HUB"] = hub.address
+    env["SI_HUB"] = address
     env["SI_HOME"] = str(tmp_path / "home")
     # Profiles live under the user's config dir: a fresh one per test.
     env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
@@ -119,6 +135,33 @@ def run_si_process(si_env: dict[str, str], tmp_path: Path) -> RunSi:
         )
 
     return run
+
+
+def first_lines(
+    si_env: dict[str, str], *args: str, count: int = 1, input: bytes | None = None
+) -> list[bytes]:
+    """The first ``count`` lines ``python -m si ARGS...`` prints, then it is killed: for
+    commands that follow a stream until interrupted."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "si", *args],
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=si_env,
+    )
+    try:
+        assert process.stdout is not None
+        if input is not None:
+            assert process.stdin is not None
+            process.stdin.write(input)
+            process.stdin.flush()
+        return [process.stdout.readline() for _ in range(count)]
+    finally:
+        process.kill()
+        process.wait(10)
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                stream.close()
 
 
 def session_file(tmp_path: Path) -> Path:

@@ -1,9 +1,10 @@
-"""A stand-in for the hub in CLI and client tests: canned STH-shaped JSON over HTTP/1.1.
+"""A scripted server for what a real hub never does on purpose, in client and CLI tests.
 
-It serves on a Unix socket (or TCP), records every request, and streams instance output with
-the ``x-si-offset`` contract of the real hub, including the failure modes a follower must
-survive: a connection dropped mid-body, a restart, a resume that starts earlier or later than
-asked. The real hub is tested elsewhere; this one only needs to be predictable.
+It streams instance output, instance streams and the hub's log with the ``x-si-offset``
+contract, and fails the ways a follower must survive: a connection dropped mid-body at an exact
+byte, a restart, a resume that starts earlier or later than asked, no offsets at all. It also
+serves plain HTTP on TCP for the addressing tests. Everything else is tested against a real hub
+(``tests.cli.hubproxy``).
 """
 
 from __future__ import annotations
@@ -20,19 +21,9 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 
 from si.paths import connectable_unix_path
+from tests.cli.hubproxy import Recorded
 
 API = "/api/v1/"
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 @dataclass
@@ -71,16 +62,8 @@ class FakeHub:
         self.streams: dict[tuple[str, str], OutputPlan] = {}
         # Hub streams: "log" and "audit".
         self.hub_streams: dict[str, OutputPlan] = {}
-        # Last message of each (instance, event name), answered by GET event/<name>.
-        self.events: dict[tuple[str, str], Any] = {}
-        self.topics: dict[str, dict[str, Any]] = {}
-        self.topic_data: dict[str, bytes] = {}
-        # Sequences whose DELETE is refused with 409, as for a sequence in use.
-        self.refuse_delete: set[str] = set()
         # (status, body) answered to the next request whatever it is.
         self.fail_next: tuple[int, bytes] | None = None
-        # Answer POST .../input with headers, then drop before the end of the reply.
-        self.break_input_reply = False
         self.lock = threading.Lock()
         self._server: socketserver.BaseServer | None = None
         self._thread: threading.Thread | None = None
@@ -284,77 +267,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(200, {"avgLoad": 0.5, "currentLoad": 0.25, "memFree": 1, "memUsed": 2})
             case ["log" | "audit"] if method == "GET":
                 self._serve_plan(hub.hub_streams.setdefault(parts[0], OutputPlan()), record)
-            case ["topics"] if method == "GET":
-                # STH's list shape, not the POST reply's: the CLI must read ``topic``.
-                listed = [
-                    {
-                        "contentType": t["contentType"],
-                        "localProvider": "",
-                        "topic": n,
-                        "topicName": n,
-                    }
-                    for n, t in hub.topics.items()
-                ]
-                self._json(200, listed)
-            case ["topics"] if method == "POST":
-                body = record.json()
-                topic = {
-                    "id": body["id"],
-                    "origin": {"type": "hub"},
-                    "state": "active",
-                    "contentType": body["content-type"],
-                }
-                hub.topics[body["id"]] = topic
-                self._json(200, topic)
-            case ["topics", name] if method == "DELETE":
-                if hub.topics.pop(name, None) is None:
-                    self._json(404, {"error": f"Topic {name} not found"})
-                else:
-                    self._json(200, {"message": f"Topic {name} removed"})
-            case ["topic", name] if method == "POST":
-                hub.topic_data[name] = hub.topic_data.get(name, b"") + record.body
-                self._reply(202, b"")
-            case ["topic", name] if method == "GET":
-                self._serve_plan(OutputPlan(hub.topic_data.get(name, b"")), record)
-            case ["sequences"] if method == "GET":
-                self._json(200, list(hub.sequences.values()))
-            case ["sequence"] if method == "POST":
-                sequence_id = hub.add_sequence()
-                self._json(200, {"id": sequence_id})
-            case ["sequence", sequence_id] if method == "GET":
-                if sequence_id in hub.sequences:
-                    self._json(200, hub.sequences[sequence_id])
-                else:
-                    self._json(404, {"error": f"Sequence {sequence_id} not found"})
-            case ["sequence", sequence_id] if method == "PUT":
-                if sequence_id not in hub.sequences:
-                    self._json(404, {"error": f"Sequence with id: {sequence_id} not found"})
-                else:
-                    self._json(200, {"id": sequence_id})
-            case ["sequence", sequence_id, "instances"] if method == "GET":
-                self._json(200, list(hub.sequences[sequence_id]["instances"]))
-            case ["sequence", sequence_id] if method == "DELETE":
-                if sequence_id not in hub.sequences:
-                    self._json(404, {"error": f"The sequence {sequence_id} does not exist."})
-                elif sequence_id in hub.refuse_delete:
-                    self._json(409, {"error": "Can't remove- Sequence in use"})
-                else:
-                    del hub.sequences[sequence_id]
-                    self._json(200, {"id": sequence_id})
-            case ["sequence", sequence_id, "start"] if method == "POST":
-                if sequence_id not in hub.sequences:
-                    self._json(404, {"error": "Not Found"})
-                    return
-                payload = record.json() if record.body else {}
-                instance_id = hub.add_instance(
-                    sequence_id,
-                    (payload or {}).get("instanceId"),
-                    appConfig=(payload or {}).get("appConfig", {}),
-                    args=(payload or {}).get("args", []),
-                )
-                self._json(200, {"message": f"Sequence {instance_id} starting", "id": instance_id})
-            case ["instances"] if method == "GET":
-                self._json(200, list(hub.instances.values()))
             case ["instance", instance_id, *_] if instance_id not in hub.instances:
                 # STH's sub-router: no content type on this one.
                 self._reply(
@@ -362,25 +274,6 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             case ["instance", instance_id] if method == "GET":
                 self._json(200, hub.instances[instance_id])
-            case ["instance", instance_id, "_kill"] if method == "POST" and hub.instances[
-                instance_id
-            ]["status"] in ("completed", "errored"):
-                self._json(400, {"error": "Instance not running"})
-            case ["instance", instance_id, "_kill"] if method == "POST":
-                record_now = dict(hub.instances[instance_id], status="killing")
-                if (record.json() or {}).get("removeImmediately"):
-                    del hub.instances[instance_id]
-                else:
-                    hub.instances[instance_id]["status"] = "killing"
-                self._json(202, record_now)
-            case ["instance", instance_id, "health"] if method == "GET":
-                self._json(200, {"healthy": True, "processId": 4242})
-            case ["instance", instance_id, "_event"] if method == "POST":
-                _code, event = record.json()
-                hub.events[(instance_id, event["eventName"])] = event.get("message")
-                self._json(200, {"accepted": "OK"})
-            case ["instance", instance_id, "event" | "once", name] if method == "GET":
-                self._json(200, hub.events.get((instance_id, name)))
             case ["instance", instance_id, "events", name] if method == "GET":
                 plan = hub.streams.setdefault((instance_id, f"events/{name}"), OutputPlan())
                 self._serve_plan(plan, record)
@@ -390,22 +283,6 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             case ["instance", instance_id, "stdin"] if method == "POST":
                 self._reply(200, b"")
-            case ["instance", instance_id, "inout"] if method == "POST":
-                self._reply(200, record.body.upper(), "application/octet-stream")
-            case ["instance", instance_id, "_stop"] if method == "POST":
-                hub.instances[instance_id]["status"] = "stopping"
-                self._json(202, hub.instances[instance_id])
-            case ["instance", instance_id, "input"] if method == "POST":
-                end = record.headers.get("x-end-stream") != "false"
-                if hub.break_input_reply:
-                    self.send_response(200)
-                    self.send_header("transfer-encoding", "chunked")
-                    self.end_headers()
-                    self.wfile.write(b"5\r\nhel")
-                    self.wfile.flush()
-                    self._drop()
-                    return
-                self._reply(200 if end else 202, b"")
             case ["instance", instance_id, "output"] if method == "GET":
                 self._stream_output(instance_id, record)
             case _:

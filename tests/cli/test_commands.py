@@ -1,4 +1,5 @@
-"""``si seq``/``si inst``/``si hub`` as a user runs them, against the fake hub."""
+"""``si seq``/``si inst``/``si hub`` as a user runs them, against a real hub (through the
+recording proxy, so the requests on the wire are checked too)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Any
 
 import pytest
 
+import si
+from si.testing import python_package
 from tests.cli.conftest import RunSi, one_error_line, session_file
-from tests.cli.fakehub import FakeHub
+from tests.cli.hubproxy import ECHO, HubUnderTest
 
 INSTANCE_ID = "0123456789abcdef0123456789abcdef0123"  # 36 characters, as STH requires
 
@@ -20,7 +23,7 @@ def _json_lines(stdout: bytes) -> list[Any]:
 
 def _package(tmp_path: Path) -> Path:
     package = tmp_path / "hello.tar.gz"
-    package.write_bytes(b"\x1f\x8b fake tarball \x00\xff")
+    package.write_bytes(python_package(ECHO, name="hello"))
     return package
 
 
@@ -28,9 +31,10 @@ def _package(tmp_path: Path) -> Path:
 
 
 def test_seq_send_prints_sth_sequence_client_shape(
-    run_si: RunSi, hub: FakeHub, tmp_path: Path
+    run_si: RunSi, hub: HubUnderTest, tmp_path: Path
 ) -> None:
-    result = run_si("seq", "send", str(_package(tmp_path)), "--format", "json")
+    package = _package(tmp_path)
+    result = run_si("seq", "send", str(package), "--format", "json")
     assert result.returncode == 0, result.stderr
     [printed] = _json_lines(result.stdout)
     [sequence_id] = hub.sequences
@@ -40,10 +44,10 @@ def test_seq_send_prints_sth_sequence_client_shape(
         "sequenceURL": f"sequence/{sequence_id}",
     }
     assert list(printed) == ["_id", "host", "sequenceURL"]
-    assert hub.requests_to("POST", "/sequence")[0].body == _package(tmp_path).read_bytes()
+    assert hub.requests_to("POST", "/sequence")[0].body == package.read_bytes()
 
 
-def test_seq_start_prints_sth_instance_client_shape(run_si: RunSi, hub: FakeHub) -> None:
+def test_seq_start_prints_sth_instance_client_shape(run_si: RunSi, hub: HubUnderTest) -> None:
     sequence_id = hub.add_sequence()
     result = run_si("--format", "json", "seq", "start", sequence_id)
     assert result.returncode == 0, result.stderr
@@ -57,7 +61,9 @@ def test_seq_start_prints_sth_instance_client_shape(run_si: RunSi, hub: FakeHub)
     assert list(printed) == ["host", "_id", "instanceURL"]
 
 
-def test_pretty_send_output_is_key_value_lines(run_si: RunSi, hub: FakeHub, tmp_path: Path) -> None:
+def test_pretty_send_output_is_key_value_lines(
+    run_si: RunSi, hub: HubUnderTest, tmp_path: Path
+) -> None:
     result = run_si("seq", "send", str(_package(tmp_path)))
     [sequence_id] = hub.sequences
     lines = result.stdout.decode().splitlines()
@@ -70,7 +76,7 @@ def test_pretty_send_output_is_key_value_lines(run_si: RunSi, hub: FakeHub, tmp_
 # -- seq start payloads -------------------------------------------------------------------------
 
 
-def _start_payload(run_si: RunSi, hub: FakeHub, *options: str) -> dict[str, object]:
+def _start_payload(run_si: RunSi, hub: HubUnderTest, *options: str) -> dict[str, object]:
     sequence_id = hub.add_sequence()
     result = run_si("seq", "start", sequence_id, *options)
     assert result.returncode == 0, result.stderr.decode()
@@ -79,24 +85,26 @@ def _start_payload(run_si: RunSi, hub: FakeHub, *options: str) -> dict[str, obje
     return payload
 
 
-def test_start_with_positional_args_sends_strings(run_si: RunSi, hub: FakeHub) -> None:
+def test_start_with_positional_args_sends_strings(run_si: RunSi, hub: HubUnderTest) -> None:
     assert _start_payload(run_si, hub, "3000", "10") == {"args": ["3000", "10"], "limits": {}}
 
 
-def test_start_args_after_double_dash_may_start_with_a_dash(run_si: RunSi, hub: FakeHub) -> None:
+def test_start_args_after_double_dash_may_start_with_a_dash(
+    run_si: RunSi, hub: HubUnderTest
+) -> None:
     assert _start_payload(run_si, hub, "--", "-5", "x")["args"] == ["-5", "x"]
 
 
-def test_start_with_args_json_keeps_json_types(run_si: RunSi, hub: FakeHub) -> None:
+def test_start_with_args_json_keeps_json_types(run_si: RunSi, hub: HubUnderTest) -> None:
     payload = _start_payload(run_si, hub, "--args", '[3000, "ten", {"a": true}]')
     assert payload == {"args": [3000, "ten", {"a": True}], "limits": {}}
 
 
-def test_start_without_options_sends_only_limits(run_si: RunSi, hub: FakeHub) -> None:
+def test_start_without_options_sends_only_limits(run_si: RunSi, hub: HubUnderTest) -> None:
     assert _start_payload(run_si, hub) == {"limits": {}}
 
 
-def test_start_config_string_and_topics_and_limits(run_si: RunSi, hub: FakeHub) -> None:
+def test_start_config_string_and_topics_and_limits(run_si: RunSi, hub: HubUnderTest) -> None:
     payload = _start_payload(
         run_si,
         hub,
@@ -120,7 +128,7 @@ def test_start_config_string_and_topics_and_limits(run_si: RunSi, hub: FakeHub) 
     }
 
 
-def test_start_config_file_json_and_yaml(run_si: RunSi, hub: FakeHub, tmp_path: Path) -> None:
+def test_start_config_file_json_and_yaml(run_si: RunSi, hub: HubUnderTest, tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"from": "json"}')
     (tmp_path / "config.yaml").write_text("from: yaml\nnested:\n  n: 1\n")
     assert _start_payload(run_si, hub, "-f", "config.json")["appConfig"] == {"from": "json"}
@@ -131,7 +139,7 @@ def test_start_config_file_json_and_yaml(run_si: RunSi, hub: FakeHub, tmp_path: 
 
 
 def test_startup_config_is_overridden_by_options(
-    run_si: RunSi, hub: FakeHub, tmp_path: Path
+    run_si: RunSi, hub: HubUnderTest, tmp_path: Path
 ) -> None:
     (tmp_path / "startup.json").write_text(
         json.dumps(
@@ -170,7 +178,7 @@ def test_startup_config_is_overridden_by_options(
     ],
 )
 def test_start_option_errors(
-    run_si: RunSi, hub: FakeHub, tmp_path: Path, options: list[str], message: str
+    run_si: RunSi, hub: HubUnderTest, tmp_path: Path, options: list[str], message: str
 ) -> None:
     (tmp_path / "c.json").write_text("{}")
     sequence_id = hub.add_sequence()
@@ -181,7 +189,7 @@ def test_start_option_errors(
 # -- listing and inspecting ---------------------------------------------------------------------
 
 
-def test_seq_ls_json_is_one_line(run_si: RunSi, hub: FakeHub) -> None:
+def test_seq_ls_json_is_one_line(run_si: RunSi, hub: HubUnderTest) -> None:
     first, second = hub.add_sequence(name="alpha"), hub.add_sequence(name="beta")
     result = run_si("seq", "ls", "--format", "json")
     assert len(result.stdout.splitlines()) == 1
@@ -189,7 +197,7 @@ def test_seq_ls_json_is_one_line(run_si: RunSi, hub: FakeHub) -> None:
     assert [item["id"] for item in listed] == [first, second]
 
 
-def test_seq_ls_pretty_is_a_table(run_si: RunSi, hub: FakeHub) -> None:
+def test_seq_ls_pretty_is_a_table(run_si: RunSi, hub: HubUnderTest) -> None:
     sequence_id = hub.add_sequence(name="alpha")
     hub.add_instance(sequence_id)
     hub.add_instance(sequence_id)
@@ -198,21 +206,20 @@ def test_seq_ls_pretty_is_a_table(run_si: RunSi, hub: FakeHub) -> None:
     assert lines[1].split() == [sequence_id, "alpha", "1.2.3", "py", "2"]
 
 
-def test_inst_ls_pretty_shows_pid_when_the_hub_gives_one(run_si: RunSi, hub: FakeHub) -> None:
+def test_inst_ls_pretty_shows_pid_when_the_hub_gives_one(run_si: RunSi, hub: HubUnderTest) -> None:
     sequence_id = hub.add_sequence()
-    with_pid = hub.add_instance(sequence_id, pid=4242)
-    without_pid = hub.add_instance(sequence_id)
+    running = hub.add_instance(sequence_id)
+    pid = hub.instance(running)["pid"]
     lines = run_si("inst", "ls").stdout.decode().splitlines()
     assert lines[0].split() == ["ID", "SEQUENCE", "STATUS", "AGE", "PID"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert rows[with_pid][1:3] == [sequence_id, "running"]
-    assert rows[with_pid][3].endswith("d")  # started in 2024: days ago
-    assert rows[with_pid][4] == "4242"
-    assert len(rows[without_pid]) == 4  # blank pid column
+    assert rows[running][1:3] == [sequence_id, "running"]
+    assert rows[running][3].endswith("s")  # started seconds ago
+    assert rows[running][4] == str(pid)
 
 
-def test_inst_info_pretty_and_json(run_si: RunSi, hub: FakeHub) -> None:
-    instance_id = hub.add_instance(hub.add_sequence(), args=["3000", "10"])
+def test_inst_info_pretty_and_json(run_si: RunSi, hub: HubUnderTest) -> None:
+    instance_id = hub.add_instance(hub.add_sequence(), "3000", "10")
     pretty = run_si("inst", "info", instance_id).stdout.decode().splitlines()
     assert pretty[0].split() == ["id", instance_id]
     assert ["args", '["3000","10"]'] in [line.split() for line in pretty]
@@ -221,11 +228,12 @@ def test_inst_info_pretty_and_json(run_si: RunSi, hub: FakeHub) -> None:
     assert as_json["status"] == "running"
 
 
-def test_hub_version(run_si: RunSi, hub: FakeHub) -> None:
+def test_hub_version(run_si: RunSi, hub: HubUnderTest) -> None:
     result = run_si("hub", "version", "--format", "json")
-    assert _json_lines(result.stdout) == [
-        {"service": "@scramjet/host", "apiVersion": "v1", "version": "1.0.1", "build": "fake"}
-    ]
+    [version] = _json_lines(result.stdout)
+    assert version["apiVersion"] == "v1"
+    assert version["service"] == "si"
+    assert version["version"] == si.__version__
 
 
 # -- global options in both positions -----------------------------------------------------------
@@ -240,7 +248,7 @@ def test_hub_version(run_si: RunSi, hub: FakeHub) -> None:
     ],
 )
 def test_hub_and_format_before_or_after_the_subcommand(
-    run_si: RunSi, hub: FakeHub, words: list[str]
+    run_si: RunSi, hub: HubUnderTest, words: list[str]
 ) -> None:
     hub.add_sequence()
     args = [word.replace("{hub}", hub.address) for word in words]
@@ -249,7 +257,7 @@ def test_hub_and_format_before_or_after_the_subcommand(
     assert len(_json_lines(result.stdout)[0]) == 1
 
 
-def test_format_from_the_environment(run_si: RunSi, hub: FakeHub) -> None:
+def test_format_from_the_environment(run_si: RunSi, hub: HubUnderTest) -> None:
     result = run_si("seq", "ls", env={"SI_FORMAT": "json"})
     assert result.stdout == b"[]\n"
 
@@ -263,7 +271,7 @@ def test_global_option_without_value_is_a_one_line_error(run_si: RunSi) -> None:
 # -- errors -------------------------------------------------------------------------------------
 
 
-def test_unknown_id_is_the_hubs_404_message(run_si: RunSi, hub: FakeHub) -> None:
+def test_unknown_id_is_the_hubs_404_message(run_si: RunSi, hub: HubUnderTest) -> None:
     assert one_error_line(run_si("seq", "info", "nope")) == "Sequence nope not found"
     assert one_error_line(run_si("inst", "info", "nope")) == "Instance nope not found"
 
@@ -298,7 +306,7 @@ def test_missing_package_file_is_sths_message(run_si: RunSi) -> None:
     )
 
 
-def test_rm_sends_force_header_and_prints_reply(run_si: RunSi, hub: FakeHub) -> None:
+def test_rm_sends_force_header_and_prints_reply(run_si: RunSi, hub: HubUnderTest) -> None:
     sequence_id = hub.add_sequence()
     result = run_si("seq", "rm", sequence_id, "--force", "--format", "json")
     assert _json_lines(result.stdout) == [{"id": sequence_id}]
@@ -308,10 +316,11 @@ def test_rm_sends_force_header_and_prints_reply(run_si: RunSi, hub: FakeHub) -> 
 # -- instance control ---------------------------------------------------------------------------
 
 
-def test_inst_kill_and_stop_bodies(run_si: RunSi, hub: FakeHub) -> None:
-    instance_id = hub.add_instance(hub.add_sequence())
-    assert run_si("inst", "stop", instance_id, "1500").returncode == 0
-    assert run_si("inst", "kill", instance_id, "--removeImmediately").returncode == 0
+def test_inst_kill_and_stop_bodies(run_si: RunSi, hub: HubUnderTest) -> None:
+    sequence_id = hub.add_sequence()
+    stopped, killed = hub.add_instance(sequence_id), hub.add_instance(sequence_id)
+    assert run_si("inst", "stop", stopped, "1500").returncode == 0
+    assert run_si("inst", "kill", killed, "--removeImmediately").returncode == 0
     assert hub.requests_to("POST", "/_stop")[0].json() == {
         "timeout": 1500,
         "canCallKeepalive": True,
@@ -320,7 +329,7 @@ def test_inst_kill_and_stop_bodies(run_si: RunSi, hub: FakeHub) -> None:
 
 
 def test_inst_input_from_a_file_with_type_and_end(
-    run_si: RunSi, hub: FakeHub, tmp_path: Path
+    run_si: RunSi, hub: HubUnderTest, tmp_path: Path
 ) -> None:
     instance_id = hub.add_instance(hub.add_sequence())
     (tmp_path / "data.json").write_bytes(b'{"n": 1}\n{"n": 2}\n')
@@ -331,9 +340,13 @@ def test_inst_input_from_a_file_with_type_and_end(
     assert sent.body == b'{"n": 1}\n{"n": 2}\n'
     assert sent.headers["content-type"] == "application/x-ndjson"
     assert sent.headers["x-end-stream"] == "true"
+    # The sequence reads the NDJSON as objects and returns them (compact JSON), then ends.
+    assert run_si("inst", "output", instance_id).stdout == b'{"n":1}\n{"n":2}\n'
 
 
-def test_inst_input_from_stdin_keeps_the_input_open_by_default(run_si: RunSi, hub: FakeHub) -> None:
+def test_inst_input_from_stdin_keeps_the_input_open_by_default(
+    run_si: RunSi, hub: HubUnderTest
+) -> None:
     instance_id = hub.add_instance(hub.add_sequence())
     result = run_si("inst", "input", instance_id, input=b"hello\nworld\n")
     assert result.returncode == 0, result.stderr

@@ -14,7 +14,7 @@ import pytest
 
 from si.cli.completion import SCRIPT_FILES, script
 from tests.cli.conftest import REPO, RunSi
-from tests.cli.fakehub import FakeHub
+from tests.cli.hubproxy import HubUnderTest
 
 BASH = shutil.which("bash")
 
@@ -104,22 +104,23 @@ def test_file_and_directory_arguments_go_to_bash(si_env: dict[str, str], bin_dir
 
 
 @needs_bash
-def test_live_ids_from_the_hub(si_env: dict[str, str], bin_dir: Path, hub: FakeHub) -> None:
-    sequence_id = hub.add_sequence(sequence_id="5eq-aaaa")
-    hub.add_instance(sequence_id, "1n5t-bbbb")
-    hub.add_instance(sequence_id, "1n5t-cccc")
-    assert complete("si seq start ", si_env, bin_dir)[0] == ["5eq-aaaa"]
-    assert complete("si inst output 1n5t-c", si_env, bin_dir)[0] == ["1n5t-cccc"]
-    assert complete("si inst kill ", si_env, bin_dir)[0] == ["1n5t-bbbb", "1n5t-cccc"]
+def test_live_ids_from_the_hub(si_env: dict[str, str], bin_dir: Path, hub: HubUnderTest) -> None:
+    sequence_id = hub.add_sequence()
+    first, second = (f"1n5t-{letter * 4}".ljust(36, "0") for letter in "bc")
+    hub.add_instance(sequence_id, instanceId=first)
+    hub.add_instance(sequence_id, instanceId=second)
+    assert complete("si seq start ", si_env, bin_dir)[0] == [sequence_id]
+    assert complete("si inst output 1n5t-c", si_env, bin_dir)[0] == [second]
+    assert complete("si inst kill ", si_env, bin_dir)[0] == [first, second]
 
 
 @needs_bash
 def test_hub_option_after_the_subcommand_is_used(
-    si_env: dict[str, str], bin_dir: Path, hub: FakeHub
+    si_env: dict[str, str], bin_dir: Path, hub: HubUnderTest
 ) -> None:
-    hub.add_sequence(sequence_id="found-it")
+    sequence_id = hub.add_sequence()
     env = dict(si_env, SI_HUB="/nonexistent/hub.sock")
-    assert complete(f"si seq info --hub {hub.address} ", env, bin_dir)[0] == ["found-it"]
+    assert complete(f"si seq info --hub {hub.address} ", env, bin_dir)[0] == [sequence_id]
 
 
 @needs_bash
@@ -164,9 +165,10 @@ ZSH = shutil.which("zsh")
 
 @pytest.mark.skipif(FISH is None, reason="fish is not installed")
 def test_fish_script_completes_commands_ids_and_choices(
-    si_env: dict[str, str], bin_dir: Path, hub: FakeHub
+    si_env: dict[str, str], bin_dir: Path, hub: HubUnderTest
 ) -> None:
-    hub.add_instance(hub.add_sequence(name="counter"), "1n5t-dddd")
+    instance_id = "1n5t-dddd".ljust(36, "0")
+    hub.add_instance(hub.add_sequence(name="counter"), instanceId=instance_id)
     script_path = REPO / "completions" / "si.fish"
     program = (
         f"source {shlex.quote(str(script_path))}; "
@@ -183,15 +185,15 @@ def test_fish_script_completes_commands_ids_and_choices(
     )
     commands, ids, choices = result.stdout.decode().split("SPLIT\n")
     assert commands.splitlines() == ["seq\tPack, send, start and manage sequences."]
-    assert ids.splitlines() == ["1n5t-dddd\tcounter running"]
+    assert ids.splitlines() == [f"{instance_id}\tcounter running"]
     assert choices.splitlines() == ["text/plain"]
 
 
 @pytest.mark.skipif(ZSH is None, reason="zsh is not installed")
 def test_zsh_script_hands_candidates_to_zsh(
-    si_env: dict[str, str], bin_dir: Path, hub: FakeHub
+    si_env: dict[str, str], bin_dir: Path, hub: HubUnderTest
 ) -> None:
-    hub.add_sequence(sequence_id="5eq-zzzz", name="counter")
+    sequence_id = hub.add_sequence(name="counter")
     # zsh's completion builtins only work inside its line editor: stand-ins record the calls.
     program = f"""
 compdef() {{ : }}
@@ -215,7 +217,7 @@ words=(si seq pack ''); CURRENT=4; _si
     )
     assert result.stdout.decode().splitlines() == [
         "describe seq:Pack, send, start and manage sequences.",
-        "describe 5eq-zzzz:counter",
+        f"describe {sequence_id}:counter",
         "files",
         "dirs -/",
     ]

@@ -12,20 +12,46 @@ from pathlib import Path
 
 from tests.cli.conftest import RunSi
 from tests.cli.fakehub import FakeHub, OutputPlan
+from tests.cli.hubproxy import ECHO, HubUnderTest
 
 BINARY = bytes(range(256)) * 50 + b"\x00tail\xff"
+BINARY_SEQUENCE = """
+async def run(context, input, *args):
+    data = bytes(range(256)) * 50 + b"\\x00tail\\xff"
+    for start in range(0, len(data), 1000):
+        yield data[start : start + 1000]
+"""
 
 
-def test_inst_output_writes_raw_bytes(run_si: RunSi, hub: FakeHub) -> None:
-    instance_id = hub.add_instance(hub.add_sequence())
-    hub.outputs[instance_id] = OutputPlan(BINARY, chunk=1000)
+TICKER = """
+import asyncio
+
+async def run(context, input, *args):
+    while True:
+        yield "line\\n"
+        await asyncio.sleep(0.01)
+"""
+
+
+def _fed(hub: HubUnderTest, data: bytes) -> str:
+    """An instance that echoes ``data`` and keeps its output open."""
+    instance_id = hub.add_instance(hub.add_sequence(ECHO))
+    with hub.client() as client:
+        client.send_input(instance_id, data, "text/plain", end=False)
+    return instance_id
+
+
+def test_inst_output_writes_raw_bytes(run_si: RunSi, hub: HubUnderTest) -> None:
+    instance_id = hub.add_instance(hub.add_sequence(BINARY_SEQUENCE))
     result = run_si("inst", "output", instance_id, "--format", "json")
     assert result.returncode == 0, result.stderr
     assert result.stdout == BINARY
     assert result.stderr == b""
 
 
-def test_inst_output_resumes_after_the_hub_drops_it(run_si: RunSi, hub: FakeHub) -> None:
+def test_inst_output_resumes_after_the_hub_drops_it(run_si: RunSi, fake_hub: FakeHub) -> None:
+    # Scripted: the server resumes 3 bytes earlier than asked, which the client must skip.
+    hub = fake_hub
     instance_id = hub.add_instance(hub.add_sequence())
     hub.outputs[instance_id] = OutputPlan(BINARY, drops=[1000, 2000], rewind=3, chunk=500)
     result = run_si("inst", "output", instance_id)
@@ -36,10 +62,10 @@ def test_inst_output_resumes_after_the_hub_drops_it(run_si: RunSi, hub: FakeHub)
 
 
 def test_inst_output_into_head_exits_quietly(
-    si_env: dict[str, str], hub: FakeHub, tmp_path: Path
+    si_env: dict[str, str], hub: HubUnderTest, tmp_path: Path
 ) -> None:
-    instance_id = hub.add_instance(hub.add_sequence())
-    hub.outputs[instance_id] = OutputPlan(b"line\n" * 20, endless=True)
+    # A stream that goes on: si learns that head left when its next write fails.
+    instance_id = hub.add_instance(hub.add_sequence(TICKER))
     script = (
         f"{sys.executable} -m si inst output {instance_id} 2>{tmp_path / 'err'} | head -1; "
         'echo "si=${PIPESTATUS[0]}"'
@@ -51,9 +77,8 @@ def test_inst_output_into_head_exits_quietly(
     assert (tmp_path / "err").read_bytes() == b""
 
 
-def test_interrupt_exits_130_without_traceback(si_env: dict[str, str], hub: FakeHub) -> None:
-    instance_id = hub.add_instance(hub.add_sequence())
-    hub.outputs[instance_id] = OutputPlan(b"tick\n", endless=True)
+def test_interrupt_exits_130_without_traceback(si_env: dict[str, str], hub: HubUnderTest) -> None:
+    instance_id = _fed(hub, b"tick\n")
     process = subprocess.Popen(
         [sys.executable, "-m", "si", "inst", "output", instance_id],
         stdout=subprocess.PIPE,

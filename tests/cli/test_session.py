@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 
 from si.cli.session import NO_PREVIOUS_VALUE, SESSION_KEYS, Session, collect_dead_sessions
+from si.testing import python_package
 from tests.cli.conftest import RunSi, one_error_line, session_file
-from tests.cli.fakehub import FakeHub
+from tests.cli.hubproxy import ECHO, HubUnderTest
+
+PACKAGE = python_package(ECHO, name="hello")
 
 
-def test_session_file_location_and_shape(run_si: RunSi, hub: FakeHub, tmp_path: Path) -> None:
+def test_session_file_location_and_shape(run_si: RunSi, hub: HubUnderTest, tmp_path: Path) -> None:
     sequence_id = hub.add_sequence()
     assert run_si("seq", "start", sequence_id).returncode == 0
     path = session_file(tmp_path)
@@ -51,21 +54,23 @@ def test_any_command_creates_the_session_file(run_si: RunSi, tmp_path: Path) -> 
         ["inst", "stop", "-", "100"],
     ],
 )
-def test_dash_without_a_previous_value(run_si: RunSi, hub: FakeHub, args: list[str]) -> None:
+def test_dash_without_a_previous_value(run_si: RunSi, hub: HubUnderTest, args: list[str]) -> None:
     assert one_error_line(run_si(*args)) == NO_PREVIOUS_VALUE
     assert hub.requests == []
 
 
-def test_dash_chain_send_start_output_kill(run_si: RunSi, hub: FakeHub, tmp_path: Path) -> None:
+def test_dash_chain_send_start_output_kill(
+    run_si: RunSi, hub: HubUnderTest, tmp_path: Path
+) -> None:
     package = tmp_path / "p.tar.gz"
-    package.write_bytes(b"package bytes")
+    package.write_bytes(PACKAGE)
     session = session_file(tmp_path)
     session.parent.mkdir(parents=True)
     session.write_text(json.dumps({"lastPackagePath": str(package)}))
 
     assert run_si("seq", "send", "-").returncode == 0
     [sequence_id] = hub.sequences
-    assert hub.requests_to("POST", "/sequence")[0].body == b"package bytes"
+    assert hub.requests_to("POST", "/sequence")[0].body == PACKAGE
 
     assert run_si("seq", "start", "-").returncode == 0
     [instance_id] = hub.instances
@@ -81,7 +86,9 @@ def test_dash_chain_send_start_output_kill(run_si: RunSi, hub: FakeHub, tmp_path
     assert stored["lastSequenceId"] == sequence_id
 
 
-def test_rm_of_the_last_sequence_clears_it(run_si: RunSi, hub: FakeHub, tmp_path: Path) -> None:
+def test_rm_of_the_last_sequence_clears_it(
+    run_si: RunSi, hub: HubUnderTest, tmp_path: Path
+) -> None:
     other = hub.add_sequence()
     session = session_file(tmp_path)
     assert run_si("seq", "send", str(_write(tmp_path / "p.tar.gz"))).returncode == 0
@@ -98,11 +105,11 @@ def test_rm_of_the_last_sequence_clears_it(run_si: RunSi, hub: FakeHub, tmp_path
 
 
 def _write(path: Path) -> Path:
-    path.write_bytes(b"x")
+    path.write_bytes(PACKAGE)
     return path
 
 
-def test_sessions_are_isolated_by_tmpdir(run_si: RunSi, hub: FakeHub, tmp_path: Path) -> None:
+def test_sessions_are_isolated_by_tmpdir(run_si: RunSi, hub: HubUnderTest, tmp_path: Path) -> None:
     run_si("seq", "start", hub.add_sequence())
     other_tmp = tmp_path / "elsewhere"
     other_tmp.mkdir()

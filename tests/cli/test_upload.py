@@ -6,14 +6,16 @@ import io
 import json
 import os
 import pty
+import re
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 from typing import Any
 
+from si.testing import make_package
 from tests.cli.conftest import RunSi, one_error_line, session_file
-from tests.cli.fakehub import FakeHub
+from tests.cli.hubproxy import ECHO, HubUnderTest
 
 MIB = 1024 * 1024
 
@@ -33,13 +35,20 @@ def _sequence_dir(tmp_path: Path, payload: bytes = b"") -> Path:
     return folder
 
 
+def _big_package(path: Path, size: int) -> Path:
+    """A real package of about ``size`` bytes (random data does not compress)."""
+    manifest = {"name": "big", "version": "1.0.0", "main": "index.py", "engines": {"python3": "3"}}
+    path.write_bytes(make_package({"index.py": ECHO, "blob.bin": os.urandom(size)}, manifest))
+    return path
+
+
 def _members(body: bytes) -> set[str]:
     with tarfile.open(fileobj=io.BytesIO(body)) as archive:
         return set(archive.getnames())
 
 
 def test_deploy_of_a_directory_packs_sends_and_starts(
-    run_si: RunSi, hub: FakeHub, tmp_path: Path
+    run_si: RunSi, hub: HubUnderTest, tmp_path: Path
 ) -> None:
     _sequence_dir(tmp_path)
     result = run_si("seq", "deploy", "hello", "-s", '{"a": 1}', "--format", "json")
@@ -60,7 +69,7 @@ def test_deploy_of_a_directory_packs_sends_and_starts(
 
 
 def test_run_alias_of_a_file_prints_sequence_then_instance(
-    run_si: RunSi, hub: FakeHub, tmp_path: Path
+    run_si: RunSi, hub: HubUnderTest, tmp_path: Path
 ) -> None:
     _sequence_dir(tmp_path)
     assert run_si("seq", "pack", "hello").returncode == 0
@@ -72,7 +81,7 @@ def test_run_alias_of_a_file_prints_sequence_then_instance(
     assert hub.requests_to("POST", "/start")[0].json()["args"] == [1]
 
 
-def test_deploy_output_keeps_the_archive(run_si: RunSi, hub: FakeHub, tmp_path: Path) -> None:
+def test_deploy_output_keeps_the_archive(run_si: RunSi, hub: HubUnderTest, tmp_path: Path) -> None:
     _sequence_dir(tmp_path)
     assert run_si("seq", "deploy", "hello", "-o", "kept.tar.gz").returncode == 0
     kept = (tmp_path / "kept.tar.gz").read_bytes()
@@ -83,7 +92,7 @@ def test_deploy_output_keeps_the_archive(run_si: RunSi, hub: FakeHub, tmp_path: 
 
 
 def test_deploy_checks_options_before_uploading(
-    run_si: RunSi, hub: FakeHub, tmp_path: Path
+    run_si: RunSi, hub: HubUnderTest, tmp_path: Path
 ) -> None:
     _sequence_dir(tmp_path)
     assert "DTO instanceId" in one_error_line(run_si("seq", "deploy", "hello", "--inst-id", "x"))
@@ -91,7 +100,7 @@ def test_deploy_checks_options_before_uploading(
     assert hub.requests == []
 
 
-def test_deploy_with_startup_config_yaml(run_si: RunSi, hub: FakeHub, tmp_path: Path) -> None:
+def test_deploy_with_startup_config_yaml(run_si: RunSi, hub: HubUnderTest, tmp_path: Path) -> None:
     _sequence_dir(tmp_path)
     (tmp_path / "start.yml").write_text(
         "appConfig:\n  k: v\nargs: [1, two]\nlimits:\n  memory: 64\n"
@@ -104,7 +113,9 @@ def test_deploy_with_startup_config_yaml(run_si: RunSi, hub: FakeHub, tmp_path: 
     }
 
 
-def test_send_reads_the_package_from_stdin(run_si: RunSi, hub: FakeHub, tmp_path: Path) -> None:
+def test_send_reads_the_package_from_stdin(
+    run_si: RunSi, hub: HubUnderTest, tmp_path: Path
+) -> None:
     _sequence_dir(tmp_path)
     packed = run_si("seq", "pack", "hello", "-c").stdout
     result = run_si("seq", "send", input=packed)
@@ -112,20 +123,23 @@ def test_send_reads_the_package_from_stdin(run_si: RunSi, hub: FakeHub, tmp_path
     assert hub.requests_to("POST", "/sequence")[0].body == packed
 
 
-def test_progress_bar_on_request(run_si: RunSi, hub: FakeHub, tmp_path: Path) -> None:
-    package = tmp_path / "big.tar.gz"
-    package.write_bytes(os.urandom(3 * MIB))
+def test_progress_bar_on_request(run_si: RunSi, hub: HubUnderTest, tmp_path: Path) -> None:
+    package = _big_package(tmp_path / "big.tar.gz", 3 * MIB)
     result = run_si("seq", "send", "big.tar.gz", "--progress", "--format", "json")
     assert result.returncode == 0, result.stderr
     stderr = result.stderr.decode()
     assert "Uploading [" in stderr
     assert "100%" in stderr
-    assert stderr.endswith("Sequence package uploaded (size 3072 KiB)\n")
+    uploaded = re.search(r"Sequence package uploaded \(size (\d+) KiB\)\n$", stderr)
+    assert uploaded is not None, stderr
+    assert abs(int(uploaded.group(1)) - package.stat().st_size / 1024) <= 1
     assert len(_json_lines(result.stdout)) == 1  # stdout stays clean
 
 
-def test_no_bar_in_a_pipe_or_with_no_progress(run_si: RunSi, hub: FakeHub, tmp_path: Path) -> None:
-    (tmp_path / "big.tar.gz").write_bytes(os.urandom(2 * MIB))
+def test_no_bar_in_a_pipe_or_with_no_progress(
+    run_si: RunSi, hub: HubUnderTest, tmp_path: Path
+) -> None:
+    _big_package(tmp_path / "big.tar.gz", 2 * MIB)
     assert run_si("seq", "send", "big.tar.gz").stderr == b""
 
 
@@ -162,10 +176,10 @@ def _send_on_a_terminal(si_env: dict[str, str], tmp_path: Path, *args: str) -> b
 
 
 def test_bar_by_default_on_a_terminal_for_big_packages_only(
-    si_env: dict[str, str], hub: FakeHub, tmp_path: Path
+    si_env: dict[str, str], hub: HubUnderTest, tmp_path: Path
 ) -> None:
-    (tmp_path / "big.tar.gz").write_bytes(os.urandom(2 * MIB))
-    (tmp_path / "small.tar.gz").write_bytes(os.urandom(1000))
+    _big_package(tmp_path / "big.tar.gz", 2 * MIB)
+    _big_package(tmp_path / "small.tar.gz", 1000)
     assert b"Sequence package uploaded" in _send_on_a_terminal(si_env, tmp_path, "big.tar.gz")
     assert b"Uploading" not in _send_on_a_terminal(si_env, tmp_path, "small.tar.gz")
     quiet = _send_on_a_terminal(si_env, tmp_path, "big.tar.gz", "--no-progress")

@@ -18,10 +18,12 @@ import pytest
 from si.cli.app import cli, run
 from si.cli.common import hoist_global_options
 from si.daemon.options import HubOptions
+from si.testing import python_package
 from tests.cli.conftest import session_file
-from tests.cli.fakehub import FakeHub
+from tests.cli.hubproxy import ECHO, HubUnderTest
 
-ARCHIVE = b"\x1f\x8bfake archive\x00"
+# A real package, so the real hub takes it; what matters here is which packing call made it.
+ARCHIVE = python_package(ECHO, name="demo")
 
 
 class FakePackaging:
@@ -67,7 +69,7 @@ def packaging(monkeypatch: pytest.MonkeyPatch) -> FakePackaging:
 
 
 @pytest.fixture
-def user_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, hub: FakeHub) -> Path:
+def user_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, hub: HubUnderTest) -> Path:
     for name in ("SI_FORMAT", "NO_COLOR", "SI_CONFIG", "SI_CONFIG_PATH"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
@@ -112,7 +114,7 @@ def test_pack_to_stdout_writes_the_archive_and_records_nothing(
 def test_send_of_a_directory_streams_the_package_without_a_file(
     packaging: FakePackaging,
     user_env: Path,
-    hub: FakeHub,
+    hub: HubUnderTest,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     (user_env / "demo").mkdir()
@@ -131,7 +133,7 @@ def test_send_of_a_directory_streams_the_package_without_a_file(
 
 
 def test_send_dash_sends_the_last_packed_package(
-    packaging: FakePackaging, user_env: Path, hub: FakeHub
+    packaging: FakePackaging, user_env: Path, hub: HubUnderTest
 ) -> None:
     (user_env / "demo").mkdir()
     assert run(["seq", "pack", "demo"]) == 0
@@ -174,7 +176,11 @@ def test_hub_serve_defaults_are_hub_options_defaults(serve: ServeRecorder) -> No
 
 
 TIMEOUT_FLAGS = ["--head-timeout", "5", "--body-idle-timeout", "0", "--keep-alive-timeout", "7.5"]
-TIMEOUT_OPTIONS = {"head_timeout": 5.0, "body_idle_timeout": 0.0, "keep_alive_timeout": 7.5}
+TIMEOUT_OPTIONS: dict[str, Any] = {
+    "head_timeout": 5.0,
+    "body_idle_timeout": 0.0,
+    "keep_alive_timeout": 7.5,
+}
 
 
 def test_hub_serve_passes_the_http_timeouts(serve: ServeRecorder) -> None:
