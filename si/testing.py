@@ -19,9 +19,9 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from si.identity import ProcessIdentity
 from si.paths import connectable_unix_path
@@ -32,9 +32,15 @@ READY_TIMEOUT = 20.0
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02) -> T:
+def wait_for(
+    predicate: Callable[[], T | Literal[False] | None],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+) -> T:
     """Poll ``predicate`` until it returns something true, and return that; fail after
-    ``timeout`` seconds. For tests that watch real processes and files change."""
+    ``timeout`` seconds. For tests that watch real processes and files change.
+
+    ``predicate`` may answer ``cond and value``: False or None count as "not yet"."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -44,7 +50,9 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
     raise AssertionError(f"condition not met within {timeout} s")
 
 
-def make_package(files: dict[str, str | bytes], manifest: dict[str, Any] | None = None) -> bytes:
+def make_package(
+    files: Mapping[str, str | bytes], manifest: Mapping[str, Any] | None = None
+) -> bytes:
     """A tar.gz sequence package built in memory; ``manifest`` becomes package.json."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:

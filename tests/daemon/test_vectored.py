@@ -11,7 +11,13 @@ import trio.testing
 
 from si.daemon.vectored import send_all_parts
 
-PARTS = [b"head", b"", os.urandom(3 << 20), memoryview(b"tail"), b"x" * 10]
+PARTS: list[bytes | memoryview] = [
+    b"head",
+    b"",
+    os.urandom(3 << 20),
+    memoryview(b"tail"),
+    b"x" * 10,
+]
 
 
 async def _receive_all(stream: trio.abc.Stream) -> bytes:

@@ -160,7 +160,7 @@ def test_the_block_path_gives_the_bytes_of_the_item_path(
 def test_the_block_path_hands_on_ascii_text_and_binary_without_copies() -> None:
     chunk = b"a line\n" * 100
 
-    async def main(content_type: str) -> list[bytes]:
+    async def main(content_type: str) -> list[bytes | memoryview]:
         stream = InputStream(lambda n: None, content_type)
         stream.feed(chunk)
         stream.end()
@@ -177,7 +177,7 @@ def test_the_block_path_takes_everything_received_at_once() -> None:
 
 
 def test_the_block_path_fails_as_reading_would() -> None:
-    async def main() -> list[bytes]:
+    async def main() -> list[bytes | memoryview]:
         stream = InputStream(lambda n: None)
         stream.feed(b"Content-Type: image/png\r\n\r\nx\ny\n")
         stream.end()

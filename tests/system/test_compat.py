@@ -11,6 +11,7 @@ import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -126,7 +127,7 @@ def test_sths_python_client_works_unchanged(home: Path) -> None:
     hub = HubProcess(home, "--port", str(port)).start()
     try:
 
-        async def session() -> dict[str, object]:
+        async def session() -> dict[str, Any]:
             host = host_client.HostClient(f"http://127.0.0.1:{port}/api/v1")
             load = await host.get_load_check()
             sequence = await host.send_sequence(python_package(PASSTHROUGH))

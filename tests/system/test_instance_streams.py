@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -109,15 +109,19 @@ def test_events_both_ways_and_health(client: HubClient) -> None:
         daemon=True,
     )
     waiter.start()
-    time.sleep(0.3)
-    answer = client._request(
-        "POST",
-        f"instance/{instance}/_event",
-        json=[5001, {"eventName": "ping", "message": "hello"}],
-    )
-    assert answer == {"accepted": "OK"}
-    waiter.join(10)
-    assert reply == ["reply to hello"]
+
+    def ping() -> list[object]:
+        # Sent until the waiter has its answer: a ping before it asked is not "the next".
+        answer = client._request(
+            "POST",
+            f"instance/{instance}/_event",
+            json=[5001, {"eventName": "ping", "message": "hello"}],
+        )
+        assert answer == {"accepted": "OK"}
+        waiter.join(0.1)
+        return reply
+
+    assert wait_for(ping) == ["reply to hello"]
     assert client._request("GET", f"instance/{instance}/event/reply") == "reply to hello"
     health = wait_for(
         lambda: (h := client._request("GET", f"instance/{instance}/health")).get("mood") and h
@@ -227,7 +231,7 @@ def test_an_inout_body_that_fails_ends_the_call_with_that_error(client: HubClien
     sequence = client.send_sequence(python_package(ECHO_LINES))["id"]
     instance = client.start_sequence(sequence, {})["id"]
 
-    def body():  # type: ignore[no-untyped-def]
+    def body() -> Iterator[bytes]:
         yield b"one\n"
         raise OSError(5, "Input/output error")
 

@@ -51,7 +51,7 @@ def example_package(directory: Path) -> bytes:
 
 def run(client: HubClient, package: bytes, *args: str, **start: Any) -> str:
     sequence = client.send_sequence(package)["id"]
-    return client.start_sequence(sequence, {"args": list(args), **start})["id"]
+    return str(client.start_sequence(sequence, {"args": list(args), **start})["id"])
 
 
 def output(client: HubClient, instance: str) -> bytes:
@@ -497,10 +497,14 @@ def test_events_both_ways_and_health(client: HubClient) -> None:
         daemon=True,
     )
     waiter.start()
-    time.sleep(0.3)
-    client.emit_event(instance, "ping", "hello")
-    waiter.join(10)
-    assert reply == ["reply to hello"]
+
+    def ping() -> list[object]:
+        # Sent until the waiter has its answer: a ping before it asked is not "the next".
+        client.emit_event(instance, "ping", "hello")
+        waiter.join(0.1)
+        return reply
+
+    assert wait_for(ping) == ["reply to hello"]
     assert client.get_event(instance, "reply") == "reply to hello"
     health = wait_for(lambda: (h := client.instance_health(instance)).get("mood") and h)
     assert health["healthy"] is True
@@ -670,7 +674,11 @@ def test_a_producer_that_ends_at_once_still_feeds_its_topic(
     sequence = client.send_sequence(node_package(FAST_PRODUCER))["id"]
     for _ in range(3):  # the later starts go to warm spares: the fastest runners there are
         instance = client.start_sequence(sequence, {"args": [name]})["id"]
-        wait_for(lambda i=instance: client.get_instance(i).get("status") != "running")
+
+        def ended(i: str = instance) -> bool:
+            return bool(client.get_instance(i).get("status") != "running")
+
+        wait_for(ended)
         declared = json.loads((hub.home / "instances" / instance / "declared.json").read_text())
         assert declared["provides"] == {"provides": name, "contentType": "application/x-ndjson"}
     received = bytearray()

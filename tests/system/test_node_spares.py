@@ -75,7 +75,7 @@ def gone(pids: list[int]) -> bool:
 
 
 def start(client: HubClient, sequence: str, *args: str) -> str:
-    return client.start_sequence(sequence, {"args": list(args)})["id"]
+    return str(client.start_sequence(sequence, {"args": list(args)})["id"])
 
 
 def test_a_start_handed_to_a_spare_is_as_detached_as_a_cold_one(
@@ -92,7 +92,7 @@ def test_a_start_handed_to_a_spare_is_as_detached_as_a_cold_one(
         output = b"".join(client.stream(f"instance/{instance}/output", follow=False))
         assert json.loads(output) == {"args": args, "stdinIsNull": True}
         directory = hub.home / "instances" / instance
-        wait_for(lambda d=directory: (d / "exit.json").exists())
+        wait_for((directory / "exit.json").exists)
         assert (directory / "stdout").read_text() == "to stdout\n"
         assert (directory / "stderr").read_text() == "to stderr\n"
         assert json.loads((directory / "exit.json").read_text())["code"] == 0

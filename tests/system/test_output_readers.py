@@ -10,6 +10,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -64,7 +65,7 @@ def stopped_reader(hub: HubProcess, instance: str) -> socket.socket:
 
 
 @pytest.mark.timeout(90)
-def test_a_stopped_reader_is_cut_off_and_the_others_and_the_producer_go_on(home) -> None:
+def test_a_stopped_reader_is_cut_off_and_the_others_and_the_producer_go_on(home: Path) -> None:
     with running_hub(home, "--reader-lag-bytes", "262144", "--reader-lag-seconds", "1") as hub:
         client = HubClient(hub.address)
         sequence = client.send_sequence(python_package(FLOOD))["id"]
@@ -93,7 +94,7 @@ def test_a_stopped_reader_is_cut_off_and_the_others_and_the_producer_go_on(home)
             normal.join(10)
 
 
-def test_a_lone_slow_reader_slows_the_instance_and_is_never_cut_off(home) -> None:
+def test_a_lone_slow_reader_slows_the_instance_and_is_never_cut_off(home: Path) -> None:
     with running_hub(home, "--reader-lag-bytes", "4096", "--reader-lag-seconds", "0.5") as hub:
         client = HubClient(hub.address)
         sequence = client.send_sequence(python_package(FLOOD))["id"]

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -147,7 +148,13 @@ def test_restart_storm_keeps_runners_and_leaves_no_zombies_or_fds(hub: HubProces
     for follower in followers:
         follower.start()
     for _ in range(10):
-        time.sleep(1.0)
+        # Every stream moves on between two crashes.
+        seen = [len(f.data) for f in followers]
+
+        def moved(seen: list[int] = seen) -> bool:
+            return all(len(f.data) > n for f, n in zip(followers, seen, strict=True))
+
+        wait_for(moved)
         hub.crash()
         hub.start()
     wait_for(lambda: all(i["status"] == "running" for i in HubClient(hub.address).list_instances()))
@@ -239,7 +246,7 @@ def test_an_upload_cut_by_a_hub_crash_fails_for_its_client(hub: HubProcess) -> N
     sequence = client.send_sequence(python_package(PASSTHROUGH))["id"]
     instance = client.start_sequence(sequence, {})["id"]
 
-    def slow_body():
+    def slow_body() -> Iterator[bytes]:
         for n in range(100):
             yield f"{n}\n".encode()
             time.sleep(0.02)
