@@ -21,12 +21,13 @@ callers may treat them as I/O failures; :class:`si.client.HubClient` turns them 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import select
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +136,35 @@ class Connection:
         except OSError as exc:
             self.close()
             raise ConnectionLost(exc.errno, exc.strerror or str(exc)) from exc
+
+    def write_chunked_body(
+        self, chunks: Iterable[bytes], on_body_error: Callable[[Exception], None]
+    ) -> None:
+        """Write ``chunks`` as a chunked request body straight to the socket, bypassing h11.
+
+        For a duplex request: one thread writes the body this way while another reads the
+        response through h11, which is not made for two threads at once. When the body itself
+        fails (a file or stdin that cannot be read, a generator that raises), ``on_body_error``
+        is told and the socket shut down: the reading side then stops waiting for output that
+        would never end. A send that fails means the server closed the connection, which the
+        reading side sees by itself (or, when the output had ended, the rest of the input was
+        not wanted, as with ``head``).
+        """
+        frames = chunk_frames(chunks)
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                return
+            except Exception as exc:
+                on_body_error(exc)
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_RDWR)
+                return
+            try:
+                self.sock.sendall(frame)
+            except OSError:
+                return
 
     def next_event(self) -> Any:
         """The next h11 event from the peer, reading the socket as needed."""

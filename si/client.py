@@ -15,12 +15,10 @@ header, so the caller receives every byte exactly once.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import re
-import socket
 import stat
 import threading
 import time
@@ -36,7 +34,6 @@ from si._http import (
     Endpoint,
     Response,
     Transport,
-    chunk_frames,
 )
 from si.errors import SiError
 from si.paths import connectable_unix_path
@@ -572,8 +569,8 @@ class HubClient:
         connection = None
         failure: list[HubError] = []
         try:
-            # The request head goes through h11; the body is framed by hand from a thread,
-            # since h11 is not made for two threads at once.
+            # The request head goes through h11; the body is written from a thread
+            # (Connection.write_chunked_body), since h11 is not made for two threads at once.
             connection = self._transport.connect()
             import h11
 
@@ -586,10 +583,12 @@ class HubClient:
             connection.write(
                 h11.Request(method="POST", target=f"{self._prefix}/{path}", headers=head)
             )
+
+            def body_failed(exc: Exception) -> None:
+                failure.append(HubError(f"cannot read the input: {_reason(exc)}"))
+
             writer = threading.Thread(
-                target=_write_frames,
-                args=(connection.sock, chunk_frames(chunks), failure),
-                daemon=True,
+                target=connection.write_chunked_body, args=(chunks, body_failed), daemon=True
             )
             writer.start()
             event = connection.next_event()
@@ -643,32 +642,6 @@ def _release(transport: Transport, dirfd: int | None) -> None:
     transport.close()
     if dirfd is not None:
         os.close(dirfd)
-
-
-def _write_frames(sock: Any, frames: Iterable[bytes], failure: list[HubError]) -> None:
-    """Write a chunked body to a socket (the writer half of :meth:`HubClient.inout`).
-
-    When the body itself fails (a file or stdin that cannot be read, a generator that raises),
-    the failure is recorded and the socket shut down: the reading half then stops waiting for
-    output that would never end and reports it. A send that fails means the hub closed the
-    connection, which the reading half sees and reports by itself (or, when the output had
-    ended, the rest of the input was not wanted, as with ``head``).
-    """
-    iterator = iter(frames)
-    while True:
-        try:
-            frame = next(iterator)
-        except StopIteration:
-            return
-        except Exception as exc:
-            failure.append(HubError(f"cannot read the input: {_reason(exc)}"))
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            return
-        try:
-            sock.sendall(frame)
-        except OSError:
-            return
 
 
 def _tcp_endpoint(url: str, address: str) -> Endpoint:
