@@ -163,7 +163,7 @@ def test_group_help_imports_no_heavy_modules(si_env: dict[str, str]) -> None:
     assert result.stdout.decode().splitlines()[-1] == "[]"
 
 
-def test_inst_ls_imports_only_what_it_needs(si_env: dict[str, str], hub: FakeHub) -> None:
+def test_inst_ls_imports_only_what_it_needs(si_env: dict[str, str], hub: HubUnderTest) -> None:
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "si", "inst", "ls"],
         capture_output=True,

@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path
 
 from tests.cli.conftest import RunSi, one_error_line, session_file
-from tests.cli.fakehub import FakeHub
+from tests.cli.hubproxy import HubUnderTest
 
 
 def _sequence_dir(parent: Path, *, engines: bool = True) -> Path:
@@ -63,7 +63,7 @@ def test_pack_of_a_directory_without_package_json_fails(run_si: RunSi, tmp_path:
 
 
 def test_pack_then_send_dash_uploads_that_archive(
-    run_si: RunSi, hub: FakeHub, tmp_path: Path
+    run_si: RunSi, hub: HubUnderTest, tmp_path: Path
 ) -> None:
     _sequence_dir(tmp_path)
     assert run_si("seq", "pack", "hello", "-o", "pkg.tar.gz").returncode == 0
@@ -72,7 +72,7 @@ def test_pack_then_send_dash_uploads_that_archive(
 
 
 def test_send_of_a_directory_packs_it_on_the_fly(
-    run_si: RunSi, hub: FakeHub, tmp_path: Path
+    run_si: RunSi, hub: HubUnderTest, tmp_path: Path
 ) -> None:
     _sequence_dir(tmp_path)
     result = run_si("seq", "send", "hello", "--format", "json")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.cli.conftest import RunSi, one_error_line, session_file
-from tests.cli.fakehub import FakeHub
+from tests.cli.hubproxy import HubUnderTest
 
 
 def _printed(run_si: RunSi, *args: str, env: dict[str, str | None] | None = None) -> Any:
@@ -75,7 +75,7 @@ def test_global_options_may_follow_the_subcommand(run_si: RunSi) -> None:
 
 
 def test_profile_api_url_picks_the_hub_below_flag_and_env(
-    run_si: RunSi, hub: FakeHub, short_dir: Path
+    run_si: RunSi, hub: HubUnderTest, short_dir: Path
 ) -> None:
     hub.add_sequence()
     assert run_si("config", "set", "apiUrl", hub.address).returncode == 0
@@ -89,7 +89,7 @@ def test_profile_api_url_picks_the_hub_below_flag_and_env(
     assert elsewhere in one_error_line(via_flag)
 
 
-def test_profile_format_below_flag_and_env(run_si: RunSi, hub: FakeHub) -> None:
+def test_profile_format_below_flag_and_env(run_si: RunSi, hub: HubUnderTest) -> None:
     assert run_si("config", "set", "log", "--format", "json").returncode == 0
     assert run_si("seq", "ls").stdout == b"[]\n"
     assert run_si("seq", "ls", env={"SI_FORMAT": "pretty"}).stdout.startswith(b"ID")
@@ -136,7 +136,7 @@ def test_set_log_and_json_validate(run_si: RunSi) -> None:
     )
 
 
-def test_reset_one_and_all(run_si: RunSi, hub: FakeHub, tmp_path: Path) -> None:
+def test_reset_one_and_all(run_si: RunSi, hub: HubUnderTest, tmp_path: Path) -> None:
     assert run_si("config", "set", "apiUrl", "localhost:1").returncode == 0
     assert run_si("config", "set", "scope", "s").returncode == 0
     assert run_si("config", "reset", "apiUrl").returncode == 0
@@ -169,7 +169,9 @@ def test_profile_list_create_use_remove(run_si: RunSi, tmp_path: Path) -> None:
     )
 
 
-def test_switching_profile_clears_the_session(run_si: RunSi, hub: FakeHub, tmp_path: Path) -> None:
+def test_switching_profile_clears_the_session(
+    run_si: RunSi, hub: HubUnderTest, tmp_path: Path
+) -> None:
     assert run_si("seq", "start", hub.add_sequence()).returncode == 0
     assert run_si("config", "profile", "create", "other").returncode == 0
     assert run_si("config", "profile", "use", "other").returncode == 0
@@ -214,7 +216,7 @@ def test_unknown_keys_are_kept_and_missing_ones_defaulted(run_si: RunSi, tmp_pat
     assert stored["log"] == {"debug": False, "format": "pretty"}
 
 
-def test_debug_prints_hub_errors_on_stdout(run_si: RunSi, hub: FakeHub) -> None:
+def test_debug_prints_hub_errors_on_stdout(run_si: RunSi, hub: HubUnderTest) -> None:
     assert run_si("config", "set", "log", "--debug", "yes", "--format", "json").returncode == 0
     result = run_si("seq", "info", "nope")
     assert result.returncode == 1
@@ -224,7 +226,7 @@ def test_debug_prints_hub_errors_on_stdout(run_si: RunSi, hub: FakeHub) -> None:
     assert printed["apiError"] == {"error": "Sequence nope not found"}
 
 
-def test_session_command(run_si: RunSi, hub: FakeHub) -> None:
+def test_session_command(run_si: RunSi, hub: HubUnderTest) -> None:
     sequence_id = hub.add_sequence()
     assert run_si("seq", "use", sequence_id).returncode == 0
     printed = json.loads(run_si("config", "session", "--format", "json").stdout)
