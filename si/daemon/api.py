@@ -125,6 +125,9 @@ class Api:
             route("GET", "/instance/(?P<id>[^/]+)/events/(?P<name>[^/]+)", self.event_stream),
             route("POST", "/instance/(?P<id>[^/]+)/_kill", self.kill_instance),
             route("POST", "/instance/(?P<id>[^/]+)/_stop", self.stop_instance),
+            route("GET", "/metrics", self.metrics),
+            # Where Prometheus looks by default, beside the API's own path.
+            ("GET", re.compile("/metrics"), self.metrics),
         ]
 
     @staticmethod
@@ -370,6 +373,15 @@ class Api:
                 "killOnExit": options.kill_on_exit,
             },
         )
+
+    async def metrics(self, request: Request, response: Response) -> None:
+        """Prometheus' text format (si.daemon.metrics); /proc is read in a worker thread."""
+        from si.daemon import metrics
+
+        self.hub.settle()
+        snapshot = metrics.gather(self.hub)
+        body = await trio.to_thread.run_sync(metrics.render, snapshot)
+        await response.whole(200, body, metrics.CONTENT_TYPE)
 
     async def status(self, request: Request, response: Response) -> None:
         await response.json(200, {"cpm": {}})

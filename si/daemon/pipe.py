@@ -207,6 +207,10 @@ class OutputPipe:
         self._readers.discard(reader)
         self._advance_head()
 
+    @property
+    def reader_count(self) -> int:
+        return len(self._readers)
+
     async def read(self, reader: PipeReader, at: int | None = None) -> bytes | None:
         """Wait for bytes at the reader's position (or ``at``, to read ahead of it); ``None``
         at the end of the stream.
