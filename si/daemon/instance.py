@@ -126,9 +126,13 @@ class Instance:
 
     def end(self, status: InstanceStatus, reason: str, code: int) -> None:
         """The instance's life is over: record it, end its streams, wake its waiters."""
-        self.exited = True
         self.state.end(status, reason, code)
         self.save()
+        self._close()
+
+    def _close(self) -> None:
+        """No runner any more: end the streams and wake every waiter."""
+        self.exited = True
         if not self.output.ended:
             self.output.close()  # killed mid-stream: readers end after what was saved
         self.events.close()
@@ -239,10 +243,7 @@ class Instance:
         """For an instance that ended before this hub started: serve what the runner saved."""
         record = self.files.read_exit()
         self._recover_output(record.output if record is not None else None)
-        if not self.output.ended:
-            self.output.close()
-        self.events.close()
-        self.finished.set()
+        self._close()
 
     def _recover_output(self, saved: SavedOutput | None) -> None:
         """Take the output the runner saved as it exited, beyond what the pipe already has."""

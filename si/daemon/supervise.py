@@ -83,7 +83,6 @@ class Supervisor:
 
     def found_ended(self, instance: Instance) -> None:
         """An instance loaded already ended (its record says so): serve what it left."""
-        instance.exited = True
         instance.collect_saved_output()
         self.on_found_ended(instance)
 

@@ -30,6 +30,15 @@ class MessageError(ValueError):
 # -- messages -------------------------------------------------------------------------------
 
 
+class _NoBody:
+    """A message whose body is ``{}``."""
+
+    __slots__ = ()
+
+    def body(self) -> dict[str, Any]:
+        return {}
+
+
 @dataclass(frozen=True, slots=True)
 class Ping:
     code: ClassVar[Code] = Code.PING
@@ -49,19 +58,13 @@ class Health:
 
 
 @dataclass(frozen=True, slots=True)
-class SequenceStopped:
+class SequenceStopped(_NoBody):
     code: ClassVar[Code] = Code.SEQUENCE_STOPPED
-
-    def body(self) -> dict[str, Any]:
-        return {}
 
 
 @dataclass(frozen=True, slots=True)
-class Alive:
+class Alive(_NoBody):
     code: ClassVar[Code] = Code.ALIVE
-
-    def body(self) -> dict[str, Any]:
-        return {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +115,8 @@ class Stop:
 
 
 @dataclass(frozen=True, slots=True)
-class Kill:
+class Kill(_NoBody):
     code: ClassVar[Code] = Code.KILL
-
-    def body(self) -> dict[str, Any]:
-        return {}
 
 
 @dataclass(frozen=True, slots=True)
