@@ -27,6 +27,7 @@ from si.daemon.hub import Hub, InstanceExists, RunnerNotStarted, SequenceFailed
 from si.daemon.load import load_figures
 from si.daemon.pipe import OffsetError, OutputPipe, PipeReader
 from si.daemon.record import InstanceStatus
+from si.daemon.restart import PolicyError, RestartPolicy
 from si.daemon.sequences import (
     NEW_PREFIX,
     Sequence,
@@ -521,9 +522,13 @@ class Api:
             raise ApiError(422, "appConfig must be a JSON object")
         if not isinstance(payload.get("args", []) or [], list):
             raise ApiError(422, "args must be a JSON array")
+        try:
+            policy = RestartPolicy.from_payload(payload)
+        except PolicyError as exc:
+            raise ApiError(400, str(exc)) from None
         sequence = self._sequence(request)
         try:
-            instance = await self.hub.start_instance(sequence, payload)
+            instance = await self.hub.start_instance(sequence, payload, policy)
         except InstanceExists as exc:
             raise ApiError(409, str(exc)) from None
         except SequenceFailed as exc:

@@ -18,6 +18,7 @@ import secrets
 import shutil
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -28,7 +29,8 @@ from si.daemon.feed import Feed
 from si.daemon.node import NodeNotFound, node_runner_argv, node_spare_argv
 from si.daemon.options import HubOptions
 from si.daemon.pipe import LagLimit
-from si.daemon.record import InstanceRecord, InstanceStatus
+from si.daemon.record import InstanceRecord, InstanceStatus, RunOutcome
+from si.daemon.restart import GiveUp, Restart, RestartPolicy
 from si.daemon.routes import TopicRoutes, broadcast_event
 from si.daemon.sequences import Sequence, load_sequences
 from si.daemon.spawn import Spawner, SpawnError
@@ -84,6 +86,7 @@ class Hub:
         self.routes = TopicRoutes(self.topics)
         self.supervisor = Supervisor(
             self.spawner,
+            on_run_end=self._run_ended,
             on_end=self._schedule_expiry,
             on_adopted=self.routes.route,
             on_found_ended=self._found_ended,
@@ -152,7 +155,9 @@ class Hub:
             instance = self._unsettled.pop(key, None)
             if instance is None:
                 continue
-            if instance.live:
+            if instance.state.status is InstanceStatus.RESTARTING:
+                self._resume_restart(instance)
+            elif instance.live:
                 self.supervisor.adopt(instance)
             else:
                 self.supervisor.found_ended(instance)
@@ -181,7 +186,12 @@ class Hub:
 
     # -- instances -------------------------------------------------------------------------
 
-    async def start_instance(self, sequence: Sequence, payload: dict[str, Any]) -> Instance:
+    async def start_instance(
+        self,
+        sequence: Sequence,
+        payload: dict[str, Any],
+        policy: RestartPolicy | None = None,
+    ) -> Instance:
         """Spawn a runner for ``sequence`` and wait until its sequence is loaded and running.
 
         Raises:
@@ -197,16 +207,22 @@ class Hub:
         # start before anything runs (fds.py).
         headroom = Headroom()
         try:
-            return await self._start_instance(sequence, payload, instance_id, headroom)
+            return await self._start_instance(
+                sequence, payload, policy or RestartPolicy(), instance_id, headroom
+            )
         finally:
             headroom.release()
 
     async def _start_instance(
-        self, sequence: Sequence, payload: dict[str, Any], instance_id: str, headroom: Headroom
+        self,
+        sequence: Sequence,
+        payload: dict[str, Any],
+        policy: RestartPolicy,
+        instance_id: str,
+        headroom: Headroom,
     ) -> Instance:
         directory = self.paths.instances / instance_id
         files = InstanceDir(directory)
-        token = secrets.token_hex(32)
         manifest = sequence.manifest
         record = InstanceRecord(
             id=instance_id,
@@ -220,19 +236,12 @@ class Hub:
             args=list(payload.get("args") or []),
             app_config=dict(payload.get("appConfig") or {}),
             payload=payload,
+            restart_policy=policy,
         )
-        spawn = SpawnSpec(
-            instance_id=instance_id,
-            token=token,
-            socket=str(files.socket),
-            sequence_dir=str(sequence.package_dir),
-            entry=manifest.entry,
-            args=record.args,
-            app_config=record.app_config,
-        )
+        record.run_started = record.created
         directory.mkdir(mode=0o700)
         try:
-            files.write_spawn(spawn)
+            token = _write_spawn(files, record, sequence)
         except OSError:
             # The runner cannot start without its spawn file: refuse the start, leave nothing.
             headroom.release()  # rmtree needs descriptors too
@@ -242,14 +251,10 @@ class Hub:
 
         instance = Instance(directory, record, known_link=True, lag_limit=self.lag_limit)
         self._connect(instance)
+        instance.reserve_output(0)
         instance.save()
         try:
-            if manifest.language == "node":
-                pid = await self.spawner.spawn(
-                    directory, node_runner_argv(directory), node_spare_argv()
-                )
-            else:
-                pid = await self.spawner.spawn(directory)
+            pid = await self._spawn(directory, sequence)
         except (SpawnError, NodeNotFound, OutOfFileDescriptors) as exc:
             # OutOfFileDescriptors: the keeper could not be asked; nothing started.
             headroom.release()  # rmtree needs descriptors too
@@ -269,7 +274,7 @@ class Hub:
         self.supervisor.watch(instance)
         with trio.move_on_after(START_TIMEOUT):
             async with trio.open_nursery() as waiters:
-                for event in (instance.ready, instance.finished):
+                for event in (instance.ready, instance.run_over):
                     waiters.start_soon(_wait_then_cancel, event, waiters.cancel_scope)
         # A sequence may finish before the hub even connected (a short counter, or one that
         # fails while running): it loaded, so the start succeeded; its output waits for
@@ -278,16 +283,130 @@ class Hub:
         exit_code = ExitCode.of(record.exitcode if record.exitcode is not None else -1)
         load_failed = exit_code is not None and exit_code.is_load_failure
         loaded = files.has_exit() and not load_failed
-        if instance.ready.is_set() or loaded:
+        restarting = record.status is InstanceStatus.RESTARTING  # it loaded, then ended
+        if instance.ready.is_set() or loaded or restarting:
             # The start request's --output-topic / --input-topic, and what the module declares.
             for declaration in files.read_declared().values():
                 instance.declare_topics(declaration)
             instance.declare_topics({})
             return instance
-        if not instance.finished.is_set():
+        if not instance.run_over.is_set():
             await self.kill(instance)
             raise SequenceFailed(f"Sequence did not start within {START_TIMEOUT:.0f} s")
         raise SequenceFailed(record.reason or "Runner failed")
+
+    async def _spawn(self, directory: Path, sequence: Sequence) -> int:
+        """Have the keeper start the runner of ``directory``; its pid.
+
+        Raises:
+            SpawnError, NodeNotFound, OutOfFileDescriptors: nothing was started.
+        """
+        if sequence.manifest.language == "node":
+            return await self.spawner.spawn(
+                directory, node_runner_argv(directory), node_spare_argv()
+            )
+        return await self.spawner.spawn(directory)
+
+    # -- restarts (issue 15) ---------------------------------------------------------------
+
+    def _run_ended(self, instance: Instance, outcome: RunOutcome, watched: bool) -> None:
+        """A runner ended (``watched``: this hub saw it; else it ended while no hub watched):
+        start another after a backoff, as its policy says, or end the instance."""
+        if not watched:
+            self.routes.route_ended(instance)  # what it saved goes on to its topic
+        state = instance.state
+        now = time.time()
+        exit_code = ExitCode.of(outcome.code)
+        if exit_code is not None and exit_code.is_load_failure and state.started is None:
+            # It never ran: a start that failed is the user's to fix, not to retry.
+            decision: Restart | GiveUp | None = None
+        else:
+            decided = state.restart_state.decide(
+                state.restart_policy,
+                failed=outcome.failed,
+                by_user=outcome.by_user,
+                started=state.run_started or state.created,
+                now=now,
+            )
+            decision = decided if isinstance(decided, Restart | GiveUp) else None
+        state.last_exit = outcome.last_exit(now)
+        if isinstance(decision, Restart):
+            log.info(
+                "instance %s: %s; restart %d in %.1f s",
+                instance.id,
+                outcome.reason,
+                state.restarts,
+                decision.delay,
+            )
+            state.status = InstanceStatus.RESTARTING
+            state.restart_at = now + decision.delay
+            instance.save()
+            self._schedule_restart(instance)
+            return
+        if isinstance(decision, GiveUp):
+            log.warning("instance %s: restarted too often; it ends errored", instance.id)
+            outcome = RunOutcome(InstanceStatus.ERRORED, decision.reason, outcome.code)
+        instance.conclude(outcome)
+        self._schedule_expiry(instance)
+
+    def _resume_restart(self, instance: Instance) -> None:
+        """A loaded instance was waiting for its restart when the last hub stopped: take what
+        its runner saved and start the next at the recorded time."""
+        if instance.files.has_ended():
+            instance.collect_exit(None)
+        else:
+            instance.runner_gone()
+        self.routes.route_ended(instance)
+        self._schedule_restart(instance)
+
+    def _schedule_restart(self, instance: Instance) -> None:
+        # The scope exists before the task runs: a stop or kill that comes first cancels it.
+        instance.restart_scope = trio.CancelScope()
+        self.nursery.start_soon(self._restart_later, instance, instance.restart_scope)
+
+    async def _restart_later(self, instance: Instance, scope: trio.CancelScope) -> None:
+        """Wait out the backoff (a stop or a kill cancels it), then start the next runner."""
+        with scope:
+            due = instance.state.restart_at or time.time()
+            await trio.sleep(max(0.0, due - time.time()))
+        instance.restart_scope = None
+        if scope.cancelled_caught or instance.state.status is not InstanceStatus.RESTARTING:
+            return
+        try:
+            await self._respawn(instance)
+        except (StartError, SpawnError, NodeNotFound, OutOfFileDescriptors, OSError) as exc:
+            log.warning("instance %s: cannot restart: %s", instance.id, exc)
+            instance.conclude(RunOutcome(InstanceStatus.ERRORED, f"Restart failed: {exc}", -1))
+            self._schedule_expiry(instance)
+
+    async def _respawn(self, instance: Instance) -> None:
+        """Start a new runner for an instance whose last one ended: the same directory, id,
+        args and config, a new token; its output continues the stream."""
+        state = instance.state
+        sequence = self.sequences.get(state.sequence_id)
+        if sequence is None:
+            raise RunnerNotStarted(f"its sequence {state.sequence_id} is gone")
+        headroom = Headroom()
+        try:
+            instance.files.clear_runner_files()
+            instance.begin_run()
+            state.status = InstanceStatus.STARTING
+            state.run_started = time.time()
+            state.restart_at = None
+            token = _write_spawn(instance.files, state, sequence)
+            instance.save()
+            pid = await self._spawn(instance.directory, sequence)
+            headroom.release()
+            try:
+                instance.attach_spawned(pid)
+            except OutOfFileDescriptors:
+                await self.supervisor.abandon(instance, pid)
+                raise
+        finally:
+            headroom.release()
+        instance.make_link(token, str(instance.files.socket))
+        self.supervisor.watch(instance)
+        self.routes.route(instance)  # the required topic into the new runner's input
 
     def broadcast_event(self, source: Instance, name: str, message: Any) -> None:
         """STH's in-hub event bus: an instance's event goes to every other live instance."""
@@ -312,13 +431,27 @@ class Hub:
         self.state_files.forget(instance.directory)
         shutil.rmtree(instance.directory, ignore_errors=True)
 
+    def _cancel_restart(self, instance: Instance, code: ExitCode) -> bool:
+        """A stop or a kill while the instance waits for its restart: it ends there."""
+        scope = instance.restart_scope
+        if scope is None or instance.state.status is not InstanceStatus.RESTARTING:
+            return False
+        scope.cancel()
+        instance.conclude(RunOutcome(InstanceStatus.COMPLETED, code.reason, code))
+        self._schedule_expiry(instance)
+        return True
+
     async def kill(self, instance: Instance) -> None:
+        if self._cancel_restart(instance, ExitCode.KILLED):
+            return
         if not instance.exited:
             instance.set_status(InstanceStatus.KILLING)
             await instance.kill()
 
     async def stop(self, instance: Instance, timeout_ms: int, can_keep_alive: bool) -> None:
         """STH's stop: ask nicely, wait up to ``timeout_ms``, then kill unless kept alive."""
+        if self._cancel_restart(instance, ExitCode.STOPPED):
+            return
         instance.set_status(InstanceStatus.STOPPING)
         instance.keepalive_since_stop = False
         instance.send_own_control(messages.Stop(timeout_ms, can_keep_alive))
@@ -342,6 +475,27 @@ class Hub:
             async with trio.open_nursery() as nursery:
                 for instance in live:
                     nursery.start_soon(self.kill, instance)
+
+
+def _write_spawn(files: InstanceDir, record: InstanceRecord, sequence: Sequence) -> str:
+    """Write the spawn.json of a new runner for ``record``; its (new) link token.
+
+    Raises:
+        OSError: it could not be written.
+    """
+    token = secrets.token_hex(32)
+    files.write_spawn(
+        SpawnSpec(
+            instance_id=record.id,
+            token=token,
+            socket=str(files.socket),
+            sequence_dir=str(sequence.package_dir),
+            entry=sequence.manifest.entry,
+            args=record.args,
+            app_config=record.app_config,
+        )
+    )
+    return token
 
 
 async def _wait_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:

@@ -17,6 +17,7 @@ checked through a pidfd, which then cannot be recycled under us).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -30,7 +31,8 @@ import trio
 from si.daemon.events import EventBoard
 from si.daemon.fds import OutOfFileDescriptors
 from si.daemon.pipe import LagLimit, OutputPipe
-from si.daemon.record import InstanceRecord, InstanceStatus, Route
+from si.daemon.record import InstanceRecord, InstanceStatus, Route, RunOutcome
+from si.daemon.restart import RestartMode
 from si.daemon.runner_link import RunnerLink
 from si.daemon.state_files import StateFiles
 from si.fsutil import is_exhaustion, write_json_atomic
@@ -54,6 +56,12 @@ WAIT_STATUS_TIMEOUT = 0.5
 # retry within ~0.5 s of the hub answering (si.client's backoff), well inside this.
 RESUME_HOLD_SECONDS = 10.0
 RESUME_HOLD_BYTES = 8 << 20
+# Output offsets are reserved in instance.json this far ahead of the pipe's tail (see
+# InstanceRecord.output_reserved): one small write per 64 MiB of output.
+OUTPUT_RESERVATION = 64 << 20
+
+
+_STOPPED_BY_USER = frozenset({InstanceStatus.STOPPING, InstanceStatus.KILLING})
 
 
 class Instance:
@@ -89,6 +97,16 @@ class Instance:
         # The hub's event bus: called with (instance, name, message) for every emitted event.
         self.on_event: Callable[[Instance, str, Any], None] | None = None
         self.keepalive_since_stop = False
+        # Set when the current runner's end is collected, whatever comes next (a start waits
+        # for it: a first run that ends before it loaded ends the start, restarted or not).
+        self.run_over = trio.Event()
+        # A restart policy keeps the output stream open over a runner's END: the next runner
+        # continues it. Whether the current runner ended its output:
+        self._run_output_ended = False
+        # The stream offset up to which the current runner was told its output is consumed.
+        self._output_acked_to = record.output_base
+        # The pending restart (its backoff), cancelled by a stop or a kill.
+        self.restart_scope: trio.CancelScope | None = None
         self.link: Link | None = None
         self.runner_link: RunnerLink | None = None
         self._known_link = known_link
@@ -106,14 +124,15 @@ class Instance:
         connected = self.live and self.link is not None and self.link.established
         return self.state.sth_view(connected=connected)
 
-    def save(self) -> None:
+    def save(self, *, durable: bool = True) -> None:
         """Record the instance in ``instance.json``; through the hub's StateFiles when it has
-        them, so a full disk keeps the record in memory for a later retry instead of failing."""
+        them, so a full disk keeps the record in memory for a later retry instead of failing.
+        ``durable=False``: no fsync, for what only a hub crash (not the machine's) must find."""
         path = self.files.record_file
         if self.state_files is None:
-            write_json_atomic(path, self.state.to_json())
+            write_json_atomic(path, self.state.to_json(), durable=durable)
         else:
-            self.state_files.write(path, self.state.to_json())
+            self.state_files.write(path, self.state.to_json(), durable=durable)
 
     def set_status(self, status: InstanceStatus) -> None:
         if self.state.status != status:
@@ -130,9 +149,20 @@ class Instance:
         self.save()
         self._close()
 
+    def conclude(self, outcome: RunOutcome) -> None:
+        """The last runner ended and none follows: the instance ends as that runner did."""
+        if self._run_output_ended:
+            self.output.end()
+        self.end(outcome.status, outcome.reason, outcome.code)
+
+    @property
+    def may_restart(self) -> bool:
+        return self.state.restart_policy.mode is not RestartMode.NO
+
     def _close(self) -> None:
         """No runner any more: end the streams and wake every waiter."""
         self.exited = True
+        self.run_over.set()
         if not self.output.ended:
             self.output.close()  # killed mid-stream: readers end after what was saved
         self.events.close()
@@ -225,51 +255,129 @@ class Instance:
                     break
                 await trio.sleep(0.01)
 
-    def collect_exit(self, wait_code: int | None) -> None:
-        """Record how the runner ended: its exit.json when it wrote one, else its wait status."""
+    def collect_exit(self, wait_code: int | None) -> RunOutcome:
+        """How the runner ended: its exit.json when it wrote one, else its wait status. The
+        output it saved as it exited joins the stream; whether the stream ends, and the
+        instance with it, is for the restart policy to say (see ``conclude``)."""
         record = self.files.read_exit()
         if wait_code is None:
             wait_code = self.files.read_wait_code()
         self._recover_output(record.output if record is not None else None)
-        status, reason, code = exit_status(
+        self.exited = True
+        self.run_over.set()
+        outcome = exit_status(
             record.code if record is not None else None,
             record.reason if record is not None else None,
             wait_code,
             recorded=record is not None,
         )
-        self.end(status, reason, code)
+        # The user's stop or kill, asked of this hub or of one before it (the status says so).
+        if self.state.status in _STOPPED_BY_USER:
+            outcome = dataclasses.replace(outcome, by_user=True)
+        return outcome
+
+    def runner_gone(self) -> None:
+        """The runner vanished without a word (no exit record) while no hub watched."""
+        self.exited = True
+        self.run_over.set()
+        self._start_unknown_pipe()
+        self._end_run_output()
+
+    def _start_unknown_pipe(self) -> None:
+        """A runner ended unseen and left no record of its output: what it wrote after the
+        last byte a hub recorded is lost. The stream goes on past every offset a reader can
+        have been given, so a follower is told of the gap rather than handed other bytes."""
+        if not self.output.known:
+            self.output.rebase(max(self.state.output_base, self.state.output_reserved))
+
+    def reserve_output(self, end: int) -> None:
+        """Reserve output offsets up to past ``end`` (saved with the record's next save)."""
+        self.state.output_reserved = max(self.state.output_reserved, end + OUTPUT_RESERVATION)
+
+    def _append_output(self, data: bytes) -> None:
+        end = self.output.tail + len(data)
+        if end > self.state.output_reserved:
+            self.reserve_output(end)
+            self.save(durable=False)  # before any reader can be given these offsets
+        self.output.append(data)
 
     def collect_saved_output(self) -> None:
         """For an instance that ended before this hub started: serve what the runner saved."""
         record = self.files.read_exit()
         self._recover_output(record.output if record is not None else None)
+        if self._run_output_ended:
+            self.output.end()
         self._close()
 
     def _recover_output(self, saved: SavedOutput | None) -> None:
         """Take the output the runner saved as it exited, beyond what the pipe already has."""
-        if saved is None:
-            self.output.end()
-            return
-        base, end = saved.base, saved.end
         pipe = self.output
+        if saved is None:
+            self._start_unknown_pipe()
+            self._end_run_output()
+            return
+        # The runner numbers from 0; the stream from where this runner's output began.
+        base = self.state.output_base + saved.base
+        end = self.state.output_base + saved.end
+        if not pipe.known:
+            pipe.rebase(base)  # a hub that never saw this runner's output
         if pipe.tail < base:
             if pipe.tail != pipe.head:
                 log.error("instance %s: output bytes %d-%d are lost", self.id, pipe.tail, base)
                 return
-            pipe.rebase(base)  # a hub that never saw this runner's output
+            pipe.rebase(base)  # the runner saved bytes past what the pipe took
         if pipe.tail < end:
             try:
-                pipe.append(self.files.read_output_tail(pipe.tail - base, end - pipe.tail))
+                self._append_output(
+                    self.files.read_output_tail(pipe.tail - base, end - pipe.tail)
+                )
             except OSError as exc:
                 log.error("instance %s: cannot read saved output: %s", self.id, exc)
         if saved.ended or pipe.tail >= end:
-            pipe.end()
+            self._end_run_output()
+
+    def _end_run_output(self) -> None:
+        """The current runner's output ended: so does the stream, unless a next runner may
+        continue it (then the end waits for the policy's word)."""
+        if self.may_restart:
+            self._run_output_ended = True
+        else:
+            self.output.end()
+
+    def begin_run(self) -> None:
+        """A new runner takes over the instance (a restart): its output continues the stream
+        at its tail, and the hub's view of the last runner is dropped."""
+        self.state.output_base = self.output.tail
+        self.reserve_output(self.output.tail)
+        self._output_acked_to = self.output.tail
+        self._run_output_ended = False
+        self.exited = False
+        self.wait_code = None
+        self.unreachable = None
+        self.identity = None
+        self.keepalive_since_stop = False
+        self.health = None
+        self.link = None
+        self.runner_link = None
+        self.run_over = trio.Event()
+        self._known_link = True  # a fresh runner: both ends number from 0
+        for route in self.input_routes:
+            route.cancel()
+        self.input_routes.clear()
+        self.routed.discard("requires")  # the topic feeds the new runner's input
 
     # -- link callbacks (LinkOwner) --------------------------------------------------------
 
     def _output_consumed(self, nbytes: int) -> None:
+        # Only the current runner's bytes are acknowledged to it: after a restart the pipe may
+        # still hold the previous runner's, which its successor never sent.
+        head = self.output.head
+        owed = head - max(self._output_acked_to, self.state.output_base)
+        if owed <= 0:
+            return
+        self._output_acked_to = head
         if self.runner_link is not None and not self.exited:
-            self.runner_link.consume(Channel.OUTPUT, nbytes)
+            self.runner_link.consume(Channel.OUTPUT, owed)
 
     def check_peer(self, peer: dict[str, Any]) -> str | None:
         # The token proves the peer is this instance's runner; its pid must also be the one
@@ -286,19 +394,21 @@ class Instance:
     def on_established(self, peer: dict[str, Any], received: dict[int, int]) -> None:
         # A hub that adopted a running runner starts its pipe where the runner's unconsumed
         # output begins; offsets then match those its followers resume from.
-        base = received.get(Channel.OUTPUT, 0)
+        base = self.state.output_base + received.get(Channel.OUTPUT, 0)
         pipe = self.output
         if not pipe.known:
             pipe.rebase(base)
             pipe.hold(RESUME_HOLD_SECONDS, RESUME_HOLD_BYTES)
+            self._output_acked_to = base
         elif pipe.tail == pipe.head and pipe.tail < base:
             pipe.rebase(base)
+            self._output_acked_to = base
 
     def on_output(self, data: bytes) -> None:
-        self.output.append(data)
+        self._append_output(data)
 
     def on_output_end(self) -> None:
-        self.output.end()
+        self._end_run_output()
 
     def on_monitoring(self, value: Any) -> None:
         try:
@@ -309,7 +419,8 @@ class Instance:
         if isinstance(message, messages.Ping):
             if self.state.status == InstanceStatus.STARTING:
                 self.state.status = InstanceStatus.RUNNING
-                self.state.started = time.time()
+                if self.state.started is None:  # STH's started: the first run's
+                    self.state.started = time.time()
                 self.save()
             self.ready.set()
         elif isinstance(message, messages.Alive):
@@ -386,19 +497,26 @@ class Instance:
 
 def exit_status(
     code: int | None, reason: str | None, wait_code: int | None, *, recorded: bool
-) -> tuple[InstanceStatus, str, int]:
-    """(status, reason, exit code) for a runner that ended: from its own record (``recorded``:
-    it wrote exit.json) or, failing that, the keeper's wait status. A stop or a kill the
-    runner recorded ends ``completed``, as STH has it."""
+) -> RunOutcome:
+    """How a runner ended: from its own record (``recorded``: it wrote exit.json) or, failing
+    that, the keeper's wait status. A stop or a kill the runner recorded ends ``completed``,
+    as STH has it."""
     if code is None:
         code = wait_code
     if code is None:
-        return InstanceStatus.ERRORED, "Runner died; its exit status is unknown", -1
+        return RunOutcome(InstanceStatus.ERRORED, "Runner died; its exit status is unknown", -1)
     if not recorded and code > 128:
         # Killed from outside (the runner records its own stop and kill in exit.json).
-        return InstanceStatus.ERRORED, f"Runner killed by signal {code - 128}", code
+        number = code - 128
+        try:
+            name: str | None = signal.Signals(number).name
+        except ValueError:
+            name = None
+        return RunOutcome(
+            InstanceStatus.ERRORED, f"Runner killed by signal {number}", code, signal=name
+        )
     known = ExitCode.of(code)
     if known is None:
-        return InstanceStatus.ERRORED, reason or "Runner failed", code
+        return RunOutcome(InstanceStatus.ERRORED, reason or "Runner failed", code)
     status = InstanceStatus.ERRORED if known.errored else InstanceStatus.COMPLETED
-    return status, reason or known.reason, code
+    return RunOutcome(status, reason or known.reason, code)

@@ -13,6 +13,8 @@ import time
 from enum import StrEnum
 from typing import Any
 
+from si.daemon.restart import RestartPolicy, RestartState
+
 
 class InstanceStatus(StrEnum):
     """STH's instance statuses (plus ``lost``: a runner the hub could not prove again)."""
@@ -21,6 +23,8 @@ class InstanceStatus(StrEnum):
     RUNNING = "running"
     STOPPING = "stopping"
     KILLING = "killing"
+    # si's: the runner ended and the restart policy starts another after a backoff.
+    RESTARTING = "restarting"
     COMPLETED = "completed"
     ERRORED = "errored"
     LOST = "lost"
@@ -37,6 +41,7 @@ _LIVE = frozenset(
         InstanceStatus.RUNNING,
         InstanceStatus.STOPPING,
         InstanceStatus.KILLING,
+        InstanceStatus.RESTARTING,
     }
 )
 
@@ -62,6 +67,27 @@ class Route:
         return None
 
 
+@dataclasses.dataclass(frozen=True)
+class RunOutcome:
+    """How one runner ended: the status and reason its instance would end with, its exit
+    code, and the signal that killed it when one did (``"SIGKILL"``)."""
+
+    status: InstanceStatus
+    reason: str
+    code: int
+    signal: str | None = None
+    # A stop or kill the user asked for (never restarted).
+    by_user: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.status in (InstanceStatus.ERRORED, InstanceStatus.LOST)
+
+    def last_exit(self, at: float) -> dict[str, Any]:
+        """The record's ``lastExit``."""
+        return {"code": self.code, "signal": self.signal, "reason": self.reason, "at": iso(at)}
+
+
 @dataclasses.dataclass
 class InstanceRecord:
     id: str
@@ -81,6 +107,24 @@ class InstanceRecord:
     pid: int | None = None
     provides: Route | None = None
     requires: Route | None = None
+    # Supervision (issue 15): the policy, what it remembers, and how the last run ended.
+    restart_policy: RestartPolicy = dataclasses.field(default_factory=RestartPolicy)
+    restart_state: RestartState = dataclasses.field(default_factory=RestartState)
+    last_exit: dict[str, Any] | None = None
+    # When the current runner was started, and when a pending restart is due (wall clock).
+    run_started: float | None = None
+    restart_at: float | None = None
+    # The output stream is one across runners: each runner numbers its output from 0, and
+    # its byte n is the stream's byte ``output_base + n``.
+    output_base: int = 0
+    # Every output offset the hub let readers see is below this; recorded before it lets
+    # them past it. A runner that vanished while no hub watched took its last offsets with
+    # it: its successor starts here, so no follower is handed a new byte under an old number.
+    output_reserved: int = 0
+
+    @property
+    def restarts(self) -> int:
+        return self.restart_state.restarts
 
     @property
     def live(self) -> bool:
@@ -93,6 +137,7 @@ class InstanceRecord:
         self.reason = reason
         self.exitcode = code
         self.ended = time.time()
+        self.restart_at = None
 
     @property
     def terminated(self) -> dict[str, Any] | None:
@@ -121,6 +166,13 @@ class InstanceRecord:
                 "provides": self.provides.to_json() if self.provides else None,
                 "requires": self.requires.to_json() if self.requires else None,
             },
+            "restart_policy": self.restart_policy.to_json(),
+            "restart_state": self.restart_state.to_json(),
+            "last_exit": self.last_exit,
+            "run_started": self.run_started,
+            "restart_at": self.restart_at,
+            "output_base": self.output_base,
+            "output_reserved": self.output_reserved,
         }
 
     @classmethod
@@ -148,6 +200,13 @@ class InstanceRecord:
             pid=data.get("pid"),
             provides=Route.from_json(topics.get("provides")),
             requires=Route.from_json(topics.get("requires")),
+            restart_policy=RestartPolicy.from_json(data.get("restart_policy")),
+            restart_state=RestartState.from_json(data.get("restart_state")),
+            last_exit=data.get("last_exit") if isinstance(data.get("last_exit"), dict) else None,
+            run_started=_optional_float(data.get("run_started")),
+            restart_at=_optional_float(data.get("restart_at")),
+            output_base=int(data.get("output_base") or 0),
+            output_reserved=int(data.get("output_reserved") or 0),
         )
 
     @classmethod
@@ -174,6 +233,9 @@ class InstanceRecord:
             "terminated": self.terminated,
             "pid": self.pid,
             "connected": connected,
+            "restartPolicy": self.restart_policy.to_json(),
+            "restarts": self.restarts,
+            "lastExit": self.last_exit,
         }
         if self.provides is not None:
             body["provides"] = self.provides.topic

@@ -1,8 +1,9 @@
 """Restart policies (issue 15): when an instance whose runner ended is started again.
 
-Sans-IO at its core: ``RestartState.decide`` says, from the policy, how the run ended and when,
-whether to restart and after how long; ``keep_running`` is the thin trio loop around it that
-the hub's supervisor will drive. Both are tested under trio's autojump clock.
+Sans-IO: ``RestartState.decide`` says, from the policy, how the run ended and when, whether to
+restart and after how long. The hub (``si.daemon.hub``) asks it each time a runner ends and
+keeps the state in the instance's record, so a restarted hub goes on counting. Times are the
+wall clock's (seconds), since they outlive the hub that took them.
 
 The rules, as pm2 and systemd users expect them:
 - ``no`` (STH's behaviour, the default) never restarts; ``on-failure`` restarts a run that
@@ -12,20 +13,13 @@ The rules, as pm2 and systemd users expect them:
   lasted longer than the window resets it.
 - More than ``max_restarts`` restarts within ``window`` seconds is flapping: the instance ends
   ``errored`` with reason ``flapping``.
-
-Not wired to the hub yet: starting a new runner under the same instance id needs the output
-stream's offsets carried from one runner to the next (and over a hub restart), which is the
-next step of issue 15.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
-
-import trio
 
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 30.0
@@ -106,7 +100,7 @@ class RestartState:
     """What a policy remembers between runs (kept with the instance's record, on disk)."""
 
     restarts: int = 0
-    # When the restarts within the current window happened (the hub's clock, seconds).
+    # When the restarts within the current window happened (wall clock, seconds).
     recent: list[float] = dataclasses.field(default_factory=list)
     backoff: float = BACKOFF_FIRST
 
@@ -148,36 +142,3 @@ class RestartState:
             recent=[float(at) for at in data.get("recent", [])],
             backoff=float(data.get("backoff", BACKOFF_FIRST)),
         )
-
-
-@dataclasses.dataclass(frozen=True)
-class RunEnd:
-    """How one run ended, as the supervisor saw it."""
-
-    failed: bool
-    by_user: bool = False
-
-
-async def keep_running(
-    run_once: Callable[[], Awaitable[RunEnd]],
-    policy: RestartPolicy,
-    state: RestartState,
-    on_restart: Callable[[Restart], None] | None = None,
-) -> Decision:
-    """Run, and run again as the policy says; return the decision that ended it (Stay or
-    GiveUp). ``run_once`` starts a runner and returns when it has ended."""
-    while True:
-        started = trio.current_time()
-        end = await run_once()
-        decision = state.decide(
-            policy,
-            failed=end.failed,
-            by_user=end.by_user,
-            started=started,
-            now=trio.current_time(),
-        )
-        if not isinstance(decision, Restart):
-            return decision
-        if on_restart is not None:
-            on_restart(decision)
-        await trio.sleep(decision.delay)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from si.daemon.fds import OutOfFileDescriptors
-from si.daemon.record import InstanceStatus
+from si.daemon.record import InstanceStatus, RunOutcome
 from si.daemon.spawn import Spawner, SpawnError
 
 if TYPE_CHECKING:
@@ -49,21 +49,25 @@ def discard_directory(directory: Path) -> bool:
 class Supervisor:
     """Owns the watch on every runner.
 
-    Tells the hub: ``on_end(instance)`` when an instance it watched ended (its record says
-    how), ``on_adopted(instance)`` when a runner is watched again after a restart (its recorded
-    topic routes are due), ``on_found_ended(instance)`` when a loaded instance turns out to
-    have ended while no hub watched (its saved output is served, its removal due).
+    Tells the hub: ``on_run_end(instance, outcome, watched)`` when a runner ended (``watched``:
+    this hub saw it end; else it ended, or vanished with the machine's reboot, while no hub
+    watched), for the restart policy to judge; ``on_end(instance)`` when an instance was given
+    up as lost (its record says why); ``on_adopted(instance)`` when a runner is watched again
+    after a restart (its recorded topic routes are due); ``on_found_ended(instance)`` when a
+    loaded instance had ended already (its saved output is served, its removal due).
     """
 
     def __init__(
         self,
         spawner: Spawner,
         *,
+        on_run_end: Callable[[Instance, RunOutcome, bool], None],
         on_end: Callable[[Instance], None],
         on_adopted: Callable[[Instance], None],
         on_found_ended: Callable[[Instance], None],
     ) -> None:
         self.spawner = spawner
+        self.on_run_end = on_run_end
         self.on_end = on_end
         self.on_adopted = on_adopted
         self.on_found_ended = on_found_ended
@@ -79,7 +83,17 @@ class Supervisor:
 
     def watch(self, instance: Instance) -> None:
         """Watch a runner whose pidfd and link the instance holds until it ends."""
-        self.nursery.start_soon(self._supervise, instance)
+        self.nursery.start_soon(self._supervise_guarded, instance)
+
+    async def _supervise_guarded(self, instance: Instance) -> None:
+        # A bug met while watching one runner ends the watch on that one, never the hub: the
+        # instance is given up as lost (its runner is left alone) and the log has the trace.
+        try:
+            await self._supervise(instance)
+        except Exception as exc:
+            log.exception("instance %s: supervision failed", instance.id)
+            if instance.live:
+                self.mark_lost(instance, f"the hub failed watching it ({exc!r})")
 
     def found_ended(self, instance: Instance) -> None:
         """An instance loaded already ended (its record says so): serve what it left."""
@@ -89,7 +103,7 @@ class Supervisor:
     def adopt(self, instance: Instance) -> None:
         """Take a loaded live instance's runner back: prove it is the one recorded in
         runner.json and watch it; or record it ended, or lost."""
-        from si.identity import ProcessIdentity
+        from si.identity import ProcessIdentity, boot_id
 
         try:
             runner = instance.files.read_runner()
@@ -97,6 +111,16 @@ class Supervisor:
             token, socket_path = runner.token, runner.socket
         except Exception as exc:
             self.mark_lost(instance, f"runner record unreadable: {exc}")
+            return
+        if runner.boot_id != boot_id():
+            # Whatever the runner wrote as the machine went down (a SIGTERM, say), it did not
+            # end by itself: the policy restarts it or it is lost.
+            if instance.files.has_ended():
+                instance.collect_exit(None)  # for the output it saved
+            else:
+                instance.runner_gone()
+            outcome = RunOutcome(InstanceStatus.LOST, "Instance lost: the machine rebooted", -1)
+            self.on_run_end(instance, outcome, False)
             return
         try:
             attached = instance.attach_process(identity)
@@ -112,10 +136,13 @@ class Supervisor:
             return
         if not attached:
             if instance.files.has_ended():
-                instance.collect_exit(None)  # it ended while no hub was watching
-                self.on_found_ended(instance)
+                outcome = instance.collect_exit(None)  # it ended while no hub was watching
             else:
-                self.mark_lost(instance, "runner process is gone (or its pid was reused)")
+                reason = "Instance lost: runner process is gone (or its pid was reused)"
+                log.warning("instance %s: %s", instance.id, reason)
+                instance.runner_gone()
+                outcome = RunOutcome(InstanceStatus.LOST, reason, -1)
+            self.on_run_end(instance, outcome, False)
             return
         instance.make_link(token, socket_path, prove_within=ADOPT_PROOF_TIMEOUT)
         self.watch(instance)
@@ -181,5 +208,4 @@ class Supervisor:
         if instance.unreachable is not None and not instance.exited:
             self.mark_lost(instance, instance.unreachable)
             return
-        instance.collect_exit(instance.wait_code)
-        self.on_end(instance)
+        self.on_run_end(instance, instance.collect_exit(instance.wait_code), True)

@@ -47,6 +47,9 @@ FILE_NAMES: dict[str, str] = {
 
 RUNNER_RECORD_VERSION = 1
 
+# What one runner leaves that the next one in the directory must not be taken to have written.
+_RUNNER_FILES = ("runner", "socket", "declared", "exit", "output_tail", "wait")
+
 
 class RecordError(ValueError):
     """A file exists but does not hold what its writer promises."""
@@ -279,6 +282,16 @@ class InstanceDir:
     def has_ended(self) -> bool:
         """The runner recorded its exit, or the keeper recorded reaping it."""
         return self.has_exit() or self.file("wait").exists()
+
+    def clear_runner_files(self) -> None:
+        """Remove what the last runner and its reaping left, for a new runner in the same
+        directory (a restart); its stdio and log are kept, the new runner appends to them.
+
+        Raises:
+            OSError: a file could not be removed.
+        """
+        for role in _RUNNER_FILES:
+            self.file(role).unlink(missing_ok=True)
 
 
 def _str(body: dict[str, Any], key: str) -> str:

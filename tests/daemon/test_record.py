@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from si.daemon.record import InstanceRecord, InstanceStatus, Route
+from si.daemon.record import InstanceRecord, InstanceStatus, Route, RunOutcome
+from si.daemon.restart import RestartMode, RestartPolicy
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -32,6 +33,32 @@ def test_a_record_survives_instance_json() -> None:
     again = InstanceRecord.from_json(json.loads(json.dumps(record.to_json())))
     assert again == record
     assert again.status is InstanceStatus.RUNNING
+
+
+def test_supervision_state_survives_instance_json_and_shows_in_the_view() -> None:
+    record = a_record()
+    record.restart_policy = RestartPolicy(RestartMode.ON_FAILURE, 3, 30.0)
+    decision = record.restart_state.decide(
+        record.restart_policy, failed=True, by_user=False, started=0, now=10
+    )
+    assert decision is not None
+    outcome = RunOutcome(InstanceStatus.ERRORED, "Runner killed by signal 9", 137, "SIGKILL")
+    record.last_exit = outcome.last_exit(1_700_000_002.5)
+    record.status = InstanceStatus.RESTARTING
+    record.restart_at, record.output_base = 1_700_000_002.6, 12345
+    again = InstanceRecord.from_json(json.loads(json.dumps(record.to_json())))
+    assert again == record
+    assert again.live
+    view = again.sth_view(connected=False)
+    assert view["status"] == "restarting"
+    assert view["restarts"] == 1
+    assert view["restartPolicy"] == {"restart": "on-failure", "maxRestarts": 3, "restartWindow": 30}
+    assert view["lastExit"] == {
+        "code": 137,
+        "signal": "SIGKILL",
+        "reason": "Runner killed by signal 9",
+        "at": "2023-11-14T22:13:22.500Z",
+    }
 
 
 def test_end_sets_status_reason_code_and_time_at_once() -> None:
@@ -65,6 +92,8 @@ def test_the_sth_view_has_sth_names_and_iso_times_and_omits_nulls() -> None:
         "pid": 4321,
         "connected": True,
         "provides": "numbers",
+        "restartPolicy": {"restart": "no", "maxRestarts": 5, "restartWindow": 60.0},
+        "restarts": 0,
     }
 
 

@@ -1,12 +1,10 @@
-"""Restart policies under trio's autojump clock: counts, backoff, flapping, forgiveness."""
+"""Restart policies on a simulated clock: counts, backoff, flapping, forgiveness."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-import trio
-import trio.testing
 
 from si.daemon.restart import (
     BACKOFF_MAX,
@@ -16,81 +14,83 @@ from si.daemon.restart import (
     RestartMode,
     RestartPolicy,
     RestartState,
-    RunEnd,
     Stay,
-    keep_running,
 )
 
 pytestmark = pytest.mark.timeout(10)
 
-CRASHED = RunEnd(failed=True)
+
+def crash_loop(
+    policy: RestartPolicy, state: RestartState, lasts: float, until: float
+) -> tuple[list[float], list[float], GiveUp | Stay | None]:
+    """Runs that each last ``lasts`` seconds and crash, restarted as ``decide`` says, on a
+    simulated clock up to ``until``: (start times, delays, the decision that ended it)."""
+    now = 0.0
+    starts: list[float] = []
+    delays: list[float] = []
+    while now <= until:
+        starts.append(now)
+        started, now = now, now + lasts
+        decision = state.decide(policy, failed=True, by_user=False, started=started, now=now)
+        if not isinstance(decision, Restart):
+            return starts, delays, decision
+        delays.append(decision.delay)
+        now += decision.delay
+    return starts, delays, None
 
 
-class Crasher:
-    """A run that lasts ``lasts`` seconds of the (autojump) clock, then ends as told."""
-
-    def __init__(self, lasts: float = 0.0, end: RunEnd = CRASHED) -> None:
-        self.lasts = lasts
-        self.end = end
-        self.starts: list[float] = []
-
-    async def __call__(self) -> RunEnd:
-        self.starts.append(trio.current_time())
-        await trio.sleep(self.lasts)
-        return self.end
-
-
-async def test_a_crash_loop_backs_off_doubling_then_ends_flapping(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    crasher = Crasher()
+def test_a_crash_loop_backs_off_doubling_then_ends_flapping() -> None:
     state = RestartState()
     policy = RestartPolicy(RestartMode.ON_FAILURE, max_restarts=5, window=60)
-    decision = await keep_running(crasher, policy, state)
+    starts, _, decision = crash_loop(policy, state, lasts=0, until=1000)
     assert decision == GiveUp("flapping")
     # The first run, then five restarts 0.1, 0.2, 0.4, 0.8, 1.6 s after each crash.
-    assert [round(t, 3) for t in crasher.starts] == [0.0, 0.1, 0.3, 0.7, 1.5, 3.1]
+    assert [round(t, 3) for t in starts] == [0.0, 0.1, 0.3, 0.7, 1.5, 3.1]
     assert state.restarts == 5
 
 
-async def test_backoff_stops_growing_at_its_ceiling(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    crasher = Crasher()
-    delays: list[float] = []
+def test_backoff_stops_growing_at_its_ceiling() -> None:
     policy = RestartPolicy(RestartMode.ALWAYS, max_restarts=12, window=10_000)
-    await keep_running(crasher, policy, RestartState(), lambda r: delays.append(r.delay))
+    _, delays, decision = crash_loop(policy, RestartState(), lasts=0, until=10_000)
+    assert decision == GiveUp()
     assert delays[:3] == [0.1, 0.2, 0.4]
     assert max(delays) == BACKOFF_MAX
     assert delays[-1] == BACKOFF_MAX
 
 
-async def test_runs_longer_than_the_window_are_never_flapping(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    crasher = Crasher(lasts=61)
-    delays: list[float] = []
+def test_runs_longer_than_the_window_are_never_flapping() -> None:
     policy = RestartPolicy(RestartMode.ON_FAILURE, max_restarts=2, window=60)
-    with trio.move_on_after(61 * 10):
-        await keep_running(crasher, policy, RestartState(), lambda r: delays.append(r.delay))
+    _, delays, decision = crash_loop(policy, RestartState(), lasts=61, until=61 * 10)
+    assert decision is None  # still restarting when the clock ran out
     assert len(delays) >= 9  # far past max_restarts, and the backoff reset each time
     assert set(delays) == {0.1}
 
 
+def test_a_crash_after_a_long_run_forgets_the_earlier_crash_loop() -> None:
+    state = RestartState()
+    policy = RestartPolicy(RestartMode.ON_FAILURE, max_restarts=3, window=60)
+    crash_loop(policy, state, lasts=0, until=1)  # 0.1, 0.2, 0.4 ... backoff grows
+    assert state.backoff > 0.1
+    decision = state.decide(policy, failed=True, by_user=False, started=100, now=200)
+    assert decision == Restart(0.1)
+
+
 @pytest.mark.parametrize(
-    ("mode", "end", "restarted"),
+    ("mode", "failed", "by_user", "restarted"),
     [
-        (RestartMode.NO, RunEnd(failed=True), False),
-        (RestartMode.ON_FAILURE, RunEnd(failed=False), False),
-        (RestartMode.ON_FAILURE, RunEnd(failed=True, by_user=True), False),
-        (RestartMode.ALWAYS, RunEnd(failed=False, by_user=True), False),
-        (RestartMode.ALWAYS, RunEnd(failed=False), True),
-        (RestartMode.ON_FAILURE, RunEnd(failed=True), True),
+        (RestartMode.NO, True, False, False),
+        (RestartMode.ON_FAILURE, False, False, False),
+        (RestartMode.ON_FAILURE, True, True, False),
+        (RestartMode.ALWAYS, False, True, False),
+        (RestartMode.ALWAYS, False, False, True),
+        (RestartMode.ON_FAILURE, True, False, True),
     ],
 )
-def test_which_ends_are_restarted(mode: RestartMode, end: RunEnd, restarted: bool) -> None:
+def test_which_ends_are_restarted(
+    mode: RestartMode, failed: bool, by_user: bool, restarted: bool
+) -> None:
     decision = RestartState().decide(
-        RestartPolicy(mode), failed=end.failed, by_user=end.by_user, started=0, now=1
+        RestartPolicy(mode), failed=failed, by_user=by_user, started=0, now=1
     )
     assert isinstance(decision, Restart) is restarted
     if not restarted:
