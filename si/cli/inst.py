@@ -69,7 +69,7 @@ def _source(file: str | None, what: str) -> Any:
 
 @command(app, "ls", "list", example=["si inst ls", "si inst ls --format json"])
 def list_instances() -> None:
-    """List the hub's instances: id, sequence, status, age, pid."""
+    """List the hub's instances: id, sequence, status, restarts, age, pid."""
     cli = state()
     with cli.client() as client:
         records = client.list_instances()

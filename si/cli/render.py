@@ -206,11 +206,12 @@ class Renderer:
                     _cell(item.get("id")),
                     _cell(sequence_id),
                     _cell(item.get("status")),
+                    _cell(item.get("restarts", 0)),
                     _age(started, now),
                     _cell(item.get("pid")),
                 ]
             )
-        self._table(["ID", "SEQUENCE", "STATUS", "AGE", "PID"], rows)
+        self._table(["ID", "SEQUENCE", "STATUS", "RESTARTS", "AGE", "PID"], rows)
 
     def stream(self, chunks: Iterable[bytes]) -> None:
         """Copy a byte stream to stdout as it arrives, flushing every chunk."""

@@ -39,7 +39,18 @@ app: AliasGroup = group("seq", "Pack, send, start and manage sequences.")
 
 # The keys of a start request (STH's `seq start` options); a startup-config file may
 # hold any of them.
-START_KEYS = ("appConfig", "args", "instanceId", "inputTopic", "outputTopic", "limits")
+START_KEYS = (
+    "appConfig",
+    "args",
+    "instanceId",
+    "inputTopic",
+    "outputTopic",
+    "limits",
+    # si's supervision (the hub's si.daemon.restart):
+    "restart",
+    "maxRestarts",
+    "restartWindow",
+)
 # STH checks the length of a caller-chosen instance id (a UUID's textual length).
 INSTANCE_ID_LENGTH = 36
 # Bytes per read when a directory is packed straight into an upload.
@@ -251,6 +262,23 @@ def start_options(function: F) -> F:
         click.option("--input-topic", metavar="TOPIC", help="Read the input from this topic."),
         click.option("--limits", metavar="JSON", help='Limits, e.g. {"memory": 512} (MB).'),
         click.option(
+            "--restart",
+            type=click.Choice(["no", "on-failure", "always"]),
+            help="Start it again when it ends: never (default), when it fails, or always.",
+        ),
+        click.option(
+            "--max-restarts",
+            metavar="N",
+            type=click.IntRange(min=0),
+            help="Give up (errored, flapping) past N restarts within the window (default 5).",
+        ),
+        click.option(
+            "--restart-window",
+            metavar="SECONDS",
+            type=click.FloatRange(min=0, min_open=True),
+            help="The window --max-restarts counts in (default 60).",
+        ),
+        click.option(
             "--startup-config",
             metavar="FILE",
             type=FILE,
@@ -275,6 +303,9 @@ def _payload_from(options: dict[str, Any]) -> dict[str, Any]:
         input_topic=options.get("input_topic"),
         limits_json=options.get("limits"),
         startup_config=Path(startup) if startup else None,
+        restart=options.get("restart"),
+        max_restarts=options.get("max_restarts"),
+        restart_window=options.get("restart_window"),
     )
 
 
@@ -341,6 +372,9 @@ def start_payload(
     input_topic: str | None = None,
     limits_json: str | None = None,
     startup_config: Path | None = None,
+    restart: str | None = None,
+    max_restarts: int | None = None,
+    restart_window: float | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST sequence/<id>/start`` from ``seq start``'s options.
 
@@ -381,6 +415,13 @@ def start_payload(
             given["limits"] = json.loads(limits_json)
         except ValueError:
             raise SiError("Unable to parse --limits: it must be a JSON object") from None
+    for key, value in (
+        ("restart", restart),
+        ("maxRestarts", max_restarts),
+        ("restartWindow", restart_window),
+    ):
+        if value is not None:
+            given[key] = value
 
     payload: dict[str, Any] = {}
     if startup_config is not None:

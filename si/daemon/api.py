@@ -24,6 +24,7 @@ from si.daemon.fds import OutOfFileDescriptors
 from si.daemon.feed import Feed, now_ms
 from si.daemon.http import Request, Response
 from si.daemon.hub import Hub, InstanceExists, RunnerNotStarted, SequenceFailed
+from si.daemon.limits import Limits, LimitsError
 from si.daemon.load import load_figures
 from si.daemon.pipe import OffsetError, OutputPipe, PipeReader
 from si.daemon.record import InstanceStatus
@@ -524,7 +525,8 @@ class Api:
             raise ApiError(422, "args must be a JSON array")
         try:
             policy = RestartPolicy.from_payload(payload)
-        except PolicyError as exc:
+            Limits.from_payload(payload)
+        except (PolicyError, LimitsError) as exc:
             raise ApiError(400, str(exc)) from None
         sequence = self._sequence(request)
         try:

@@ -16,6 +16,7 @@ import itertools
 import logging
 import secrets
 import shutil
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +27,7 @@ import trio.lowlevel
 
 from si.daemon.fds import Headroom, OutOfFileDescriptors
 from si.daemon.feed import Feed
+from si.daemon.limits import Limits, MemoryWatchdog
 from si.daemon.node import NodeNotFound, node_runner_argv, node_spare_argv
 from si.daemon.options import HubOptions
 from si.daemon.pipe import LagLimit
@@ -88,9 +90,10 @@ class Hub:
             self.spawner,
             on_run_end=self._run_ended,
             on_end=self._schedule_expiry,
-            on_adopted=self.routes.route,
+            on_adopted=self._adopted,
             on_found_ended=self._found_ended,
         )
+        self.watchdog = MemoryWatchdog()
         self.log_feed = Feed()
         self.audit_feed = Feed()
         self._nursery: trio.Nursery | None = None
@@ -140,6 +143,7 @@ class Hub:
         nursery.start_soon(self.state_files.keep_retrying)
         nursery.start_soon(self.topics.keep_committed)
         nursery.start_soon(self._settle_loaded)
+        nursery.start_soon(self.watchdog.run)
         if self.sequences:
             self.warm_keeper()
 
@@ -179,6 +183,24 @@ class Hub:
             await self.spawner.start_keeper()
         except OSError as exc:  # the next start tries again, and reports it
             log.warning("cannot start the keeper ahead of time: %s", exc)
+
+    def _adopted(self, instance: Instance) -> None:
+        self.routes.route(instance)  # routes recorded before the restart
+        self._enforce_limits(instance)
+
+    def _enforce_limits(self, instance: Instance) -> None:
+        """Put a watched runner with a memory limit under the watchdog."""
+        limit = Limits.from_record(instance.state).memory_bytes
+        pid = instance.state.pid
+        if limit is None or pid is None or instance.exited:
+            return
+
+        def over_limit(reason: str) -> None:
+            if not instance.exited:
+                instance.limit_breach = reason
+                instance.signal(signal.SIGKILL)
+
+        self.watchdog.watch(pid, limit, over_limit)
 
     def _found_ended(self, instance: Instance) -> None:
         self.routes.route_ended(instance)
@@ -272,6 +294,7 @@ class Hub:
         self.instances[instance_id] = instance
         sequence.instances.append(instance_id)
         self.supervisor.watch(instance)
+        self._enforce_limits(instance)
         with trio.move_on_after(START_TIMEOUT):
             async with trio.open_nursery() as waiters:
                 for event in (instance.ready, instance.run_over):
@@ -406,6 +429,7 @@ class Hub:
             headroom.release()
         instance.make_link(token, str(instance.files.socket))
         self.supervisor.watch(instance)
+        self._enforce_limits(instance)
         self.routes.route(instance)  # the required topic into the new runner's input
 
     def broadcast_event(self, source: Instance, name: str, message: Any) -> None:

@@ -105,6 +105,8 @@ class Instance:
         self._run_output_ended = False
         # The stream offset up to which the current runner was told its output is consumed.
         self._output_acked_to = record.output_base
+        # Why the hub killed the current runner for a limit it crossed (the watchdog's words).
+        self.limit_breach: str | None = None
         # The pending restart (its backoff), cancelled by a stop or a kill.
         self.restart_scope: trio.CancelScope | None = None
         self.link: Link | None = None
@@ -271,6 +273,10 @@ class Instance:
             wait_code,
             recorded=record is not None,
         )
+        if self.limit_breach is not None:
+            outcome = dataclasses.replace(
+                outcome, status=InstanceStatus.ERRORED, reason=self.limit_breach
+            )
         # The user's stop or kill, asked of this hub or of one before it (the status says so).
         if self.state.status in _STOPPED_BY_USER:
             outcome = dataclasses.replace(outcome, by_user=True)
@@ -328,9 +334,7 @@ class Instance:
             pipe.rebase(base)  # the runner saved bytes past what the pipe took
         if pipe.tail < end:
             try:
-                self._append_output(
-                    self.files.read_output_tail(pipe.tail - base, end - pipe.tail)
-                )
+                self._append_output(self.files.read_output_tail(pipe.tail - base, end - pipe.tail))
             except OSError as exc:
                 log.error("instance %s: cannot read saved output: %s", self.id, exc)
         if saved.ended or pipe.tail >= end:
@@ -354,6 +358,7 @@ class Instance:
         self.exited = False
         self.wait_code = None
         self.unreachable = None
+        self.limit_breach = None
         self.identity = None
         self.keepalive_since_stop = False
         self.health = None

@@ -13,6 +13,7 @@ import time
 from enum import StrEnum
 from typing import Any
 
+from si.daemon.limits import Limits
 from si.daemon.restart import RestartPolicy, RestartState
 
 
@@ -237,6 +238,7 @@ class InstanceRecord:
             "restarts": self.restarts,
             "lastExit": self.last_exit,
         }
+        body["limits"] = Limits.from_record(self).view()
         if self.provides is not None:
             body["provides"] = self.provides.topic
         if self.requires is not None:

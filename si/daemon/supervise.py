@@ -146,7 +146,7 @@ class Supervisor:
             return
         instance.make_link(token, socket_path, prove_within=ADOPT_PROOF_TIMEOUT)
         self.watch(instance)
-        self.on_adopted(instance)  # routes recorded before the restart
+        self.on_adopted(instance)
 
     async def _adopt_later(self, instance: Instance) -> None:
         await trio.sleep(ADOPT_RETRY)

@@ -297,7 +297,7 @@ class HubUnderTest(HubProxy):
 
     def wait_ended(self, instance_id: str, timeout: float = 10.0) -> dict[str, Any]:
         """The instance's record once it is no longer running."""
-        live = ("starting", "running", "stopping", "killing")
+        live = ("starting", "running", "stopping", "killing", "restarting")
         return wait_for(
             lambda: (r := self.instance(instance_id))["status"] not in live and r, timeout
         )

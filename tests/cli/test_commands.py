@@ -104,6 +104,65 @@ def test_start_without_options_sends_only_limits(run_si: RunSi, hub: HubUnderTes
     assert _start_payload(run_si, hub) == {"limits": {}}
 
 
+def test_start_with_a_restart_policy(run_si: RunSi, hub: HubUnderTest) -> None:
+    payload = _start_payload(
+        run_si, hub, "--restart", "on-failure", "--max-restarts", "2", "--restart-window", "30"
+    )
+    assert payload == {
+        "restart": "on-failure",
+        "maxRestarts": 2,
+        "restartWindow": 30.0,
+        "limits": {},
+    }
+    (started,) = hub.instances.values()
+    assert started["restartPolicy"] == {
+        "restart": "on-failure",
+        "maxRestarts": 2,
+        "restartWindow": 30,
+    }
+
+
+def test_a_startup_config_may_hold_the_restart_policy(
+    run_si: RunSi, hub: HubUnderTest, tmp_path: Path
+) -> None:
+    config = tmp_path / "startup.yaml"
+    config.write_text("restart: always\nmaxRestarts: 1\n")
+    payload = _start_payload(run_si, hub, "--startup-config", str(config), "--max-restarts", "3")
+    assert payload == {"restart": "always", "maxRestarts": 3, "limits": {}}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--restart", "sometimes"], "'sometimes' is not one of"),
+        (["--max-restarts", "-1"], "-1 is not in the range x>=0"),
+        (["--restart-window", "0"], "0.0 is not in the range x>0"),
+    ],
+)
+def test_a_bad_restart_option_is_refused_before_any_request(
+    run_si: RunSi, hub: HubUnderTest, options: list[str], message: str
+) -> None:
+    sequence_id = hub.add_sequence()
+    result = run_si("seq", "start", sequence_id, *options)
+    assert result.returncode == 1  # si's exit for every refused command line
+    assert message in result.stderr.decode()
+    assert hub.requests_to("POST", "/start") == []
+
+
+def test_a_bad_policy_in_a_startup_config_is_the_hubs_one_line_refusal(
+    run_si: RunSi, hub: HubUnderTest, tmp_path: Path
+) -> None:
+    config = tmp_path / "startup.json"
+    config.write_text('{"restart": "sometimes"}')
+    sequence_id = hub.add_sequence()
+    result = run_si("seq", "start", sequence_id, "--startup-config", str(config))
+    assert result.returncode != 0
+    error = result.stderr.decode().strip()
+    assert len(error.splitlines()) == 1
+    assert 'restart must be "no", "on-failure" or "always"' in error
+    assert hub.instances == {}
+
+
 def test_start_config_string_and_topics_and_limits(run_si: RunSi, hub: HubUnderTest) -> None:
     payload = _start_payload(
         run_si,
@@ -211,11 +270,11 @@ def test_inst_ls_pretty_shows_pid_when_the_hub_gives_one(run_si: RunSi, hub: Hub
     running = hub.add_instance(sequence_id)
     pid = hub.instance(running)["pid"]
     lines = run_si("inst", "ls").stdout.decode().splitlines()
-    assert lines[0].split() == ["ID", "SEQUENCE", "STATUS", "AGE", "PID"]
+    assert lines[0].split() == ["ID", "SEQUENCE", "STATUS", "RESTARTS", "AGE", "PID"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert rows[running][1:3] == [sequence_id, "running"]
-    assert rows[running][3].endswith("s")  # started seconds ago
-    assert rows[running][4] == str(pid)
+    assert rows[running][1:4] == [sequence_id, "running", "0"]
+    assert rows[running][4].endswith("s")  # started seconds ago
+    assert rows[running][5] == str(pid)
 
 
 def test_inst_info_pretty_and_json(run_si: RunSi, hub: HubUnderTest) -> None:

@@ -64,7 +64,7 @@ def test_deploy_a_directory_then_read_its_output(si_real: RunSi, tmp_path: Path)
     assert output.returncode == 0, output.stderr
     assert output.stdout == b"10\n11\n12\n"
     table = si_real("inst", "ls").stdout.decode().splitlines()
-    assert table[0].split() == ["ID", "SEQUENCE", "STATUS", "AGE", "PID"]
+    assert table[0].split() == ["ID", "SEQUENCE", "STATUS", "RESTARTS", "AGE", "PID"]
     assert len(table) == 2
     info = json.loads(si_real("inst", "info", "-", "--format", "json").stdout)
     assert info["sequence"]["id"] in table[1]
