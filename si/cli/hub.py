@@ -7,16 +7,20 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from si.cli import render
 from si.cli.common import DIRECTORY, AliasGroup, command, group, hub_paths, state
 from si.errors import SiError
+
+if TYPE_CHECKING:
+    from si.service import ServiceUnit
 
 app: AliasGroup = group("hub", "Run a local hub, or ask the hub about itself.")
 
@@ -238,3 +242,94 @@ def audit() -> None:
     cli = state()
     with cli.client() as client:
         cli.renderer.stream(client.audit())
+
+
+# -- service -----------------------------------------------------------------------------------
+
+service = group("service", "Start the hub at boot with systemd (install, uninstall).", parent=app)
+user_option = click.option(
+    "--user", is_flag=True, help="A unit of your own systemd session, not a system-wide one."
+)
+dry_run_option = click.option(
+    "--dry-run", is_flag=True, help="Print what would be done; change nothing."
+)
+
+
+def _unit(
+    user: bool, home: str | None = None, port: int | None = None, host: str | None = None
+) -> ServiceUnit:
+    from si.service import ServiceUnit
+
+    home = home or os.environ.get("SI_HOME") or None
+    return ServiceUnit(user=user, home=Path(home) if home else None, port=port, host=host)
+
+
+@command(
+    service,
+    "install",
+    example=["si hub service install --user", "si hub service install --dry-run"],
+)
+@home_option
+@click.option("--port", metavar="N", type=click.IntRange(0, 65535), help="Also serve on TCP.")
+@click.option("--host", metavar="ADDR", help="TCP address to bind (default 127.0.0.1).")
+@user_option
+@dry_run_option
+def service_install(
+    home: str | None, port: int | None, host: str | None, user: bool, dry_run: bool
+) -> None:
+    """Write a systemd unit that starts this hub at boot, and enable it.
+
+    After a reboot the hub starts again every instance whose restart policy is on-failure or
+    always; the others are shown lost.
+    """
+    unit = _unit(user, home, port, host)
+    if dry_run:
+        render.message(f"would write {unit.path}:")
+        render.write_line(unit.text().rstrip("\n"))
+        return
+    try:
+        unit.path.parent.mkdir(parents=True, exist_ok=True)
+        unit.path.write_text(unit.text())
+    except OSError as exc:
+        hint = "" if user else " (write it as root, or install with --user)"
+        raise SiError(f"cannot write {unit.path}: {exc.strerror or exc}{hint}") from None
+    render.message(f"wrote {unit.path}")
+    _systemctl(unit, ["daemon-reload"], ["enable", "--now", unit.path.name])
+
+
+@command(service, "uninstall", example="si hub service uninstall --user")
+@user_option
+@dry_run_option
+def service_uninstall(user: bool, dry_run: bool) -> None:
+    """Disable and remove the unit `si hub service install` wrote (instances keep running)."""
+    unit = _unit(user)
+    if not unit.path.exists():
+        raise SiError(f"no si hub unit at {unit.path}")
+    if dry_run:
+        render.message(f"would disable and remove {unit.path}")
+        return
+    _systemctl(unit, ["disable", unit.path.name])
+    try:
+        unit.path.unlink()
+    except OSError as exc:
+        raise SiError(f"cannot remove {unit.path}: {exc.strerror or exc}") from None
+    render.message(f"removed {unit.path}")
+    _systemctl(unit, ["daemon-reload"])
+
+
+def _systemctl(unit: ServiceUnit, *calls: list[str]) -> None:
+    """Run systemctl when this machine runs systemd; else say what to run once it does."""
+    import subprocess
+
+    from si.service import systemd_runs
+
+    for args in calls:
+        command_line = unit.systemctl(*args)
+        if not systemd_runs():
+            render.message(f"systemd is not running here; later, run: {shlex.join(command_line)}")
+            continue
+        done = subprocess.run(command_line, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            problem = (done.stderr or done.stdout).strip().splitlines()
+            detail = problem[-1] if problem else f"exit {done.returncode}"
+            raise SiError(f"{shlex.join(command_line)} failed: {detail}")
