@@ -35,6 +35,13 @@ home_option = click.option(
     help="The hub's home directory (default: SI_HOME, else per-user directories).",
 )
 
+port_option = click.option(
+    "--port", metavar="N", type=click.IntRange(0, 65535), help="Also serve on TCP."
+)
+host_option = click.option(
+    "--host", metavar="ADDR", help="TCP address to bind (default 127.0.0.1)."
+)
+
 
 @command(
     app,
@@ -42,8 +49,8 @@ home_option = click.option(
     example=["si hub serve --home ./h", 'eval "$(si hub serve --detach --home /tmp/h)"'],
 )
 @home_option
-@click.option("--port", metavar="N", type=click.IntRange(0, 65535), help="Also serve on TCP.")
-@click.option("--host", metavar="ADDR", help="TCP address to bind (default 127.0.0.1).")
+@port_option
+@host_option
 @click.option("-K", "--kill-on-exit", is_flag=True, help="Kill every instance when the hub stops.")
 @click.option(
     "--retention",
@@ -270,8 +277,8 @@ def _unit(
     example=["si hub service install --user", "si hub service install --dry-run"],
 )
 @home_option
-@click.option("--port", metavar="N", type=click.IntRange(0, 65535), help="Also serve on TCP.")
-@click.option("--host", metavar="ADDR", help="TCP address to bind (default 127.0.0.1).")
+@port_option
+@host_option
 @user_option
 @dry_run_option
 def service_install(
