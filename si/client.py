@@ -189,6 +189,10 @@ class HubClient:
 
     # -- sequences ---------------------------------------------------------------------------
 
+    def top(self) -> dict[str, Any]:
+        """Every instance's counters, CPU time and RSS now (``GET top``, si's own)."""
+        return _object(self._request("GET", "top"))
+
     def list_sequences(self) -> list[Any]:
         """``GET sequences``: every sequence record."""
         return _array(self._request("GET", "sequences"))

@@ -314,8 +314,13 @@ def _age(timestamp: Any, now: Callable[[], float] | None) -> str:
         moment = moment.replace(tzinfo=UTC)
     import time
 
-    seconds = max(0, int((now or time.time)() - moment.timestamp()))
+    return duration((now or time.time)() - moment.timestamp())
+
+
+def duration(seconds: float) -> str:
+    """A duration in its largest whole unit: ``42s``, ``5m``, ``3h``, ``2d``."""
+    whole = max(0, int(seconds))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+        if whole >= size:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"

@@ -128,6 +128,7 @@ class Api:
             route("POST", "/instance/(?P<id>[^/]+)/_kill", self.kill_instance),
             route("POST", "/instance/(?P<id>[^/]+)/_stop", self.stop_instance),
             route("GET", "/metrics", self.metrics),
+            route("GET", "/top", self.top),
             # Where Prometheus looks by default, beside the API's own path.
             ("GET", re.compile("/metrics"), self.metrics),
         ]
@@ -384,6 +385,14 @@ class Api:
         snapshot = metrics.gather(self.hub)
         body = await trio.to_thread.run_sync(metrics.render, snapshot)
         await response.whole(200, body, metrics.CONTENT_TYPE)
+
+    async def top(self, request: Request, response: Response) -> None:
+        """What ``si top`` shows: every instance's counters and its runner's CPU and RSS."""
+        from si.daemon import metrics
+
+        self.hub.settle()
+        snapshot = metrics.gather(self.hub)
+        await response.json(200, await trio.to_thread.run_sync(metrics.top_view, snapshot))
 
     async def status(self, request: Request, response: Response) -> None:
         await response.json(200, {"cpm": {}})

@@ -38,6 +38,8 @@ class InstanceFigures:
     output_bytes: int
     input_bytes: int
     reconnects: int
+    restarts: int
+    started: float  # when the instance started (its first run), or was created
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +76,8 @@ def gather(hub: Hub) -> Snapshot:
                 ),
                 # The first dial is the connection, every later one a reconnect.
                 reconnects=max(0, runner_link.dials - 1) if runner_link else 0,
+                restarts=instance.state.restarts,
+                started=instance.state.started or instance.state.created,
             )
         )
     statuses = Counter({str(status): 0 for status in InstanceStatus})
@@ -104,6 +108,29 @@ def process_figures(pid: int) -> tuple[float, int] | None:
     cpu = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime + stime
     rss = int(statm.split()[1]) * _PAGE_SIZE
     return cpu, rss
+
+
+def top_view(snapshot: Snapshot) -> dict[str, Any]:
+    """``GET /api/v1/top``: per instance, the counters ``si top`` turns into rates, read now
+    (blocking: run it in a worker thread). ``at`` is when, by the hub's clock."""
+    rows = []
+    for figures in snapshot.instances:
+        measured = process_figures(figures.pid) if figures.pid is not None else None
+        rows.append(
+            {
+                "id": figures.id,
+                "sequence": figures.sequence_id,
+                "status": figures.status,
+                "pid": figures.pid,
+                "cpuSeconds": measured[0] if measured else None,
+                "rssBytes": measured[1] if measured else None,
+                "outputBytes": figures.output_bytes,
+                "inputBytes": figures.input_bytes,
+                "restarts": figures.restarts,
+                "started": figures.started,
+            }
+        )
+    return {"at": time.time(), "uptime": snapshot.uptime, "instances": rows}
 
 
 def render(snapshot: Snapshot) -> bytes:
@@ -142,8 +169,14 @@ def render(snapshot: Snapshot) -> bytes:
             "Times the hub connected to the runner again (hub restarts, broken connections).",
             labels=labels,
         )
+        restarts = CounterMetricFamily(
+            "si_instance_restarts",
+            "Times the restart policy started the instance again.",
+            labels=labels,
+        )
         for figures in snapshot.instances:
             values = [figures.id, figures.sequence_id]
+            restarts.add_metric(values, figures.restarts)
             output.add_metric(values, figures.output_bytes)
             input_.add_metric(values, figures.input_bytes)
             reconnects.add_metric(values, figures.reconnects)
@@ -166,7 +199,10 @@ def render(snapshot: Snapshot) -> bytes:
             depth.add_metric([topic.name], topic.depth_bytes)
             producers.add_metric([topic.name], topic.producers)
             readers.add_metric([topic.name], topic.readers)
-        return [uptime, by_status, cpu, rss, output, input_, reconnects, depth, producers, readers]
+        return [
+            *(uptime, by_status, cpu, rss, output, input_, reconnects, restarts),
+            *(depth, producers, readers),
+        ]
 
     class SnapshotCollector:
         def collect(self) -> Any:

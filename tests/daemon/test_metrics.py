@@ -17,8 +17,8 @@ def test_a_snapshot_renders_as_valid_exposition_text() -> None:
         uptime=12.5,
         statuses={"running": 1, "errored": 0},
         instances=[
-            InstanceFigures('i"1', "s-1", "running", os.getpid(), 10, 20, 2),
-            InstanceFigures("i-2", "s-1", "completed", None, 5, 0, 0),
+            InstanceFigures('i"1', "s-1", "running", os.getpid(), 10, 20, 2, 3, 1.0),
+            InstanceFigures("i-2", "s-1", "completed", None, 5, 0, 0, 0, 2.0),
         ],
         topics=[TopicFigures("t", 7, 1, 2)],
     )
@@ -30,6 +30,8 @@ def test_a_snapshot_renders_as_valid_exposition_text() -> None:
     rss = families["si_instance_rss_bytes"].samples
     assert [s.labels["instance"] for s in rss] == ['i"1']  # no pid, no process to measure
     assert rss[0].value > 0
+    restarts = {s.labels["instance"]: s.value for s in families["si_instance_restarts"].samples}
+    assert restarts == {'i"1': 3, "i-2": 0}
     assert families["si_topic_depth_bytes"].samples[0].value == 7
     assert families["si_topic_readers"].samples[0].value == 2
 
