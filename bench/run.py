@@ -7,7 +7,8 @@
 Each section runs against temporary hubs of its own (``si.testing``) and leaves no process
 behind. Figures are medians of repeated runs with min and max; a section that fails prints
 why and the others still run. The scripts beside this one (``start_latency.py``,
-``runners.py``, ``reconnect.py``, ``fault.py``, ``cli_speed.py``, ``topics.py``) are run as
+``runners.py``, ``reconnect.py``, ``fault.py``, ``cli_speed.py``, ``topics.py``,
+``supervision.py``) are run as
 they are, in a subprocess each, and their figures taken from their output.
 
 The JSON file (``bench/results/latest.json`` unless ``--json`` says otherwise; git-ignored)
@@ -496,6 +497,40 @@ def bench_topics(results: Results, quick: bool) -> None:
         )
 
 
+def bench_supervision(results: Results, quick: bool) -> None:
+    instances, runners = ("3", "200") if quick else ("10", "1000")
+    try:
+        out = script(
+            "supervision.py", "--instances", instances, "--runners", runners, "--json", timeout=600
+        )
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        results.note(f"supervision skipped: {exc}")
+        return
+    for case in json_lines(out):
+        restart, watchdog = case["restart"], case["watchdog"]
+        results.add(
+            Figure(
+                "supervision",
+                "restart: crash -> new runner's first byte, beyond the 100 ms backoff",
+                "ms",
+                restart["beyond_backoff_ms"],
+                restart["beyond_backoff_min_ms"],
+                restart["beyond_backoff_max_ms"],
+                restart["instances"] * 3,
+                note=f"first restart {restart['first_restart_ms']} ms in all",
+            )
+        )
+        results.add(
+            Figure(
+                "supervision",
+                f"memory watchdog CPU at {watchdog['runners']} runners (4 passes/s)",
+                "% core",
+                watchdog["core_percent"],
+                note=f"{watchdog['per_runner_us']} us a runner a pass",
+            )
+        )
+
+
 # -- throughput: passthrough of lines and of bytes, beside a plain socket copy ------------------
 
 
@@ -937,6 +972,7 @@ SECTIONS: dict[str, Callable[[Results, bool], None]] = {
     "fault": bench_fault,
     "cli": bench_cli,
     "topics": bench_topics,
+    "supervision": bench_supervision,
 }
 
 
