@@ -494,7 +494,7 @@ class Hub:
         from si.daemon.instance import KILL_GRACE
 
         self.settle()
-        live = [i for i in self.instances.values() if not i.exited]
+        live = [i for i in self.instances.values() if i.live]  # a pending restart too
         with trio.move_on_after(KILL_GRACE + 1):
             async with trio.open_nursery() as nursery:
                 for instance in live:

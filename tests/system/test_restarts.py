@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -291,3 +292,21 @@ def test_a_restarted_instance_keeps_feeding_its_topic(hub: HubProcess, client: H
     every = runs(text.decode())
     assert len(every) == 2
     assert all(len(lines) == 3 for _, lines in every)
+
+
+def test_kill_on_exit_ends_an_instance_waiting_for_its_restart(home: Path) -> None:
+    hub = HubProcess(home, "--kill-on-exit").start()
+    try:
+        client = HubClient(hub.address)
+        sequence = client.send_sequence(python_package(CRASHER))["id"]
+        payload = {"restart": "always", "maxRestarts": 20}
+        instance = client.start_sequence(sequence, payload)["id"]
+        wait_for(lambda: client.get_instance(instance)["status"] == "restarting")
+        hub.stop()
+        hub.start()
+        record = client.get_instance(instance)
+        assert record["status"] == "completed"
+        time.sleep(0.5)  # past any backoff: nothing started it again
+        assert client.get_instance(instance)["status"] == "completed"
+    finally:
+        hub.close()
