@@ -42,9 +42,17 @@ MAX_IDLE = 2
 class ConnectFailed(OSError):
     """No connection could be made (nobody listening, no such socket, timeout)."""
 
+    # TLS was asked of a server that answered in plain text / refused the handshake.
+    tls_mismatch = False
+    tls_refused = False
+
 
 class ConnectionLost(OSError):
     """The connection broke, or the peer spoke something that is not HTTP/1.1."""
+
+    # The server closed before sending a single byte of an answer (a TLS port spoken to in
+    # plain HTTP does that).
+    closed_unanswered = False
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,7 @@ class Connection:
         self.pending: list[Any] = []
         # The server's end of file arrived while we were still writing.
         self.eof = False
+        self.received_any = False
 
     def close(self) -> None:
         if not self.closed:
@@ -168,6 +177,13 @@ class Connection:
 
     def next_event(self) -> Any:
         """The next h11 event from the peer, reading the socket as needed."""
+        try:
+            return self._next_event()
+        except ConnectionLost as exc:
+            exc.closed_unanswered = not self.received_any
+            raise
+
+    def _next_event(self) -> Any:
         while True:
             if self.pending:
                 event = self.pending.pop(0)
@@ -179,6 +195,7 @@ class Connection:
                     except OSError as exc:
                         self.close()
                         raise ConnectionLost(exc.errno, exc.strerror or str(exc)) from exc
+                    self.received_any = self.received_any or bool(data)
                     self.h11.receive_data(data)
                     continue
             if isinstance(event, h11.ConnectionClosed):
@@ -291,9 +308,11 @@ class Transport:
         *,
         connect_timeout: float | None,
         unix_connect_path: str | None = None,
+        ca: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.connect_timeout = connect_timeout
+        self.ca = ca
         self.unix_connect_path = unix_connect_path or endpoint.unix_path
         self._idle: list[Connection] = []
         self._lock = threading.Lock()
@@ -331,20 +350,41 @@ class Transport:
                     (endpoint.host, endpoint.port), timeout=self.connect_timeout
                 )
                 if endpoint.tls:
-                    import ssl
-
-                    context = ssl.create_default_context()
-                    try:
-                        sock = context.wrap_socket(sock, server_hostname=endpoint.host)
-                    except BaseException:
-                        sock.close()
-                        raise
+                    sock = self._wrap_tls(sock)
             sock.settimeout(None)
+        except ConnectFailed:
+            raise
         except TimeoutError as exc:
             raise ConnectFailed(exc.errno, "timed out while connecting") from exc
         except OSError as exc:
             raise ConnectFailed(exc.errno, exc.strerror or str(exc)) from exc
         return Connection(sock)
+
+    def _wrap_tls(self, sock: socket.socket) -> socket.socket:
+        """TLS on ``sock``, verifying the server against ``ca`` (a PEM file) or the system's
+        store, by the host name it was reached by."""
+        import ssl
+
+        try:
+            context = ssl.create_default_context(cafile=self.ca)
+        except (OSError, ssl.SSLError) as exc:
+            sock.close()
+            failed = ConnectFailed(f"cannot read the CA file {self.ca}: {exc}")
+            failed.tls_refused = True
+            raise failed from None
+        try:
+            return context.wrap_socket(sock, server_hostname=self.endpoint.host)
+        except ssl.SSLError as exc:
+            sock.close()
+            failed = ConnectFailed(exc.reason or str(exc))
+            if exc.reason == "WRONG_VERSION_NUMBER":
+                failed.tls_mismatch = True  # an HTTP answer where a TLS record should be
+            else:
+                failed.tls_refused = True
+            raise failed from None
+        except BaseException:
+            sock.close()
+            raise
 
     def _connect_unix(self, path: str) -> socket.socket:
         """Connect to a Unix socket, waiting out a full listen queue.

@@ -115,9 +115,13 @@ class HubClient:
         *,
         connect_timeout: float = CONNECT_TIMEOUT,
         follow_timeout: float | None = None,
+        token: str | None = None,
+        ca: str | None = None,
     ) -> None:
         self._follow_timeout = follow_timeout
         self._user_agent = f"si/{__version__}"
+        # Sent on every request to a hub over TCP; the Unix socket needs none.
+        self._common: list[tuple[str, str]] = [("user-agent", self._user_agent)]
         url = _as_url(address)
         dirfd: int | None = None
         if url is not None:
@@ -125,7 +129,9 @@ class HubClient:
             self._base_url = url
             endpoint = _tcp_endpoint(url, address)
             self._prefix = urlsplit(url).path.rstrip("/")
-            transport = Transport(endpoint, connect_timeout=connect_timeout)
+            transport = Transport(endpoint, connect_timeout=connect_timeout, ca=ca)
+            if token:
+                self._common.append(("authorization", f"Bearer {token}"))
         else:
             self._address = address
             self._base_url = UNIX_BASE_URL
@@ -517,7 +523,7 @@ class HubClient:
         target = f"{self._prefix}/{path}"
         if query:
             target += "?" + urlencode(query)
-        head = [("user-agent", self._user_agent)]
+        head = list(self._common)
         head.extend((name, value) for name, value in (headers or {}).items())
         return self._transport.request(method, target, head, content)
 
@@ -580,7 +586,7 @@ class HubClient:
 
             head = [
                 ("host", self._transport.endpoint.host_header),
-                ("user-agent", self._user_agent),
+                *self._common,
                 ("transfer-encoding", "chunked"),
                 *headers.items(),
             ]
@@ -620,12 +626,26 @@ class HubClient:
     def _transport_error(self, exc: OSError, path: str | None = None) -> HubError:
         url = self._url(path) if path is not None else None
         if isinstance(exc, ConnectFailed):
+            if exc.tls_mismatch:
+                return HubError(
+                    f"the hub at {self._address} does not speak TLS: use http://", url=url
+                )
+            if exc.tls_refused:
+                return HubError(f"TLS with the hub at {self._address} failed: {exc}", url=url)
             return HubError(
                 f"cannot reach the hub at {self._address}: {_reason(exc)} "
                 "(is 'si hub serve' running?)",
                 url=url,
             )
         reason = _reason(exc)
+        endpoint = self._transport.endpoint
+        lost_early = isinstance(exc, ConnectionLost) and exc.closed_unanswered
+        if endpoint.unix_path is None and not endpoint.tls and lost_early:
+            return HubError(
+                f"the hub at {self._address} closed the connection without an answer; "
+                "if it serves TLS, use https://",
+                url=url,
+            )
         return HubError(f"lost the connection to the hub at {self._address}: {reason}", url=url)
 
     def _follow_seconds(self) -> float:

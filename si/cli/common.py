@@ -6,6 +6,7 @@ Kept free of heavy imports: ``si --help`` imports this module.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -94,7 +95,11 @@ class CliState:
         """A client of the selected hub; use it in a ``with`` block."""
         from si.client import HubClient
 
-        return HubClient(self.hub_address(), **options)
+        address = self.hub_address()
+        if not address.startswith("/"):  # a TCP hub: its token (SI_TOKEN, else the profile's)
+            options.setdefault("token", os.environ.get("SI_TOKEN") or self.profile.token or None)
+            options.setdefault("ca", os.environ.get("SI_CA") or None)
+        return HubClient(address, **options)
 
 
 def hub_paths(home: str | None) -> HubPaths:

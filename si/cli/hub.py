@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from si.cli import render
-from si.cli.common import DIRECTORY, AliasGroup, command, group, hub_paths, state
+from si.cli.common import DIRECTORY, FILE, AliasGroup, command, group, hub_paths, state
 from si.errors import SiError
 
 if TYPE_CHECKING:
+    from si.daemon.tokens import TokenStore
     from si.service import ServiceUnit
 
 app: AliasGroup = group("hub", "Run a local hub, or ask the hub about itself.")
@@ -95,6 +96,32 @@ host_option = click.option(
     help="How long an idle client connection stays open, 0 for ever (default 60).",
 )
 @click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    default=None,
+    help="Serve TCP without tokens (only on a loopback --host).",
+)
+@click.option("--tls-cert", metavar="FILE", type=FILE, help="Serve TCP over TLS: the PEM chain.")
+@click.option("--tls-key", metavar="FILE", type=FILE, help="...and its PEM private key.")
+@click.option(
+    "--token-rate",
+    metavar="N",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Requests a second per token over TCP (default 100, bursts of twice that).",
+)
+@click.option(
+    "--token-concurrency",
+    metavar="N",
+    type=click.IntRange(min=1),
+    help="Requests in flight per token over TCP (default 64).",
+)
+@click.option(
+    "--max-connections",
+    metavar="N",
+    type=click.IntRange(min=1),
+    help="TCP connections open at once (default 1024); more get 503.",
+)
+@click.option(
     "-d",
     "--detach",
     is_flag=True,
@@ -113,6 +140,9 @@ def serve(home: str | None, kill_on_exit: bool, detach: bool, **tuning: Any) -> 
     from si.daemon.options import HubOptions
     from si.daemon.serve import serve_hub
 
+    for key in ("tls_cert", "tls_key"):
+        if key in given:
+            given[key] = Path(given[key])
     options = HubOptions(home=Path(home) if home else None, kill_on_exit=kill_on_exit, **given)
     raise SystemExit(serve_hub(options))
 
@@ -129,10 +159,13 @@ def _serve_detached(home: str | None, kill_on_exit: bool, given: dict[str, Any])
     if kill_on_exit:
         args.append("--kill-on-exit")
     for key, value in given.items():
-        args += [
-            "--" + key.replace("_", "-"),
-            repr(value) if isinstance(value, float) else str(value),
-        ]
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif key in ("tls_cert", "tls_key"):
+            args += [flag, str(Path(value).absolute())]
+        else:
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]
     pid = hubctl.detach(args, paths)
     render.message(f"hub started in the background (pid {pid}); stop it with 'si hub stop'")
     cli = state()
@@ -340,3 +373,68 @@ def _systemctl(unit: ServiceUnit, *calls: list[str]) -> None:
             problem = (done.stderr or done.stdout).strip().splitlines()
             detail = problem[-1] if problem else f"exit {done.returncode}"
             raise SiError(f"{shlex.join(command_line)} failed: {detail}")
+
+
+# -- tokens ------------------------------------------------------------------------------------
+
+tokens = group("token", "Tokens for the hub's TCP API (create, ls, revoke).", parent=app)
+
+
+def _token_store(home: str | None) -> TokenStore:
+    from si.daemon.tokens import TokenStore
+
+    paths = hub_paths(home)
+    paths.lock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return TokenStore(paths.lock.parent)
+
+
+@command(tokens, "create", example=["si hub token create --name ci --read-only"])
+@home_option
+@click.option("--name", metavar="NAME", default="", help="A name to know it by (and revoke it).")
+@click.option("--read-only", is_flag=True, help="May list and read, never change anything.")
+def token_create(home: str | None, name: str, read_only: bool) -> None:
+    """Make a token and print it; it is shown this once (the hub keeps only its hash)."""
+    from si.daemon.tokens import Scope, TokenError
+
+    try:
+        token, entry = _token_store(home).create(name, Scope.READ if read_only else Scope.ADMIN)
+    except (TokenError, OSError) as exc:
+        raise SiError(str(exc)) from None
+    render.message(f"token {entry.id} ({entry.scope}); it is not shown again")
+    cli = state()
+    if cli.format.value == "json":
+        cli.renderer.show({**entry.public(), "token": token})
+    else:
+        render.write_line(token)
+
+
+@command(tokens, "ls", "list", example="si hub token ls")
+@home_option
+def token_list(home: str | None) -> None:
+    """List the home's tokens: id, name, scope, when made, whether revoked (never the token)."""
+    from si.cli.render import iso_or_blank
+
+    cli = state()
+    try:
+        entries = [entry.public() for entry in _token_store(home).entries()]
+    except (OSError, ValueError) as exc:
+        raise SiError(f"cannot read the tokens: {exc}") from None
+    rows = [
+        [e["id"], e["name"], e["scope"], iso_or_blank(e["created"]), iso_or_blank(e["revoked"])]
+        for e in entries
+    ]
+    cli.renderer.table(["ID", "NAME", "SCOPE", "CREATED", "REVOKED"], rows, entries)
+
+
+@command(tokens, "revoke", example="si hub token revoke ci")
+@home_option
+@click.argument("which", metavar="ID|NAME")
+def token_revoke(home: str | None, which: str) -> None:
+    """Revoke a token: requests with it get 403 from now on."""
+    from si.daemon.tokens import TokenError
+
+    try:
+        entry = _token_store(home).revoke(which)
+    except (TokenError, OSError) as exc:
+        raise SiError(str(exc)) from None
+    render.message(f"revoked token {entry.id} ({entry.name or 'no name'})")

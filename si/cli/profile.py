@@ -35,6 +35,8 @@ SELECTION_FILE = "si-config.json"
 # Profile names become file names: no separators, no leading dot.
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _JWT = re.compile(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*$")
+# A token of an si hub (`si hub token create`); STH's are JWTs.
+_SI_TOKEN = re.compile(r"^sit_[A-Za-z0-9_\-]{20,}$")
 
 FORMATS = ("pretty", "json")
 ENVIRONMENTS = ("development", "production")
@@ -93,6 +95,10 @@ class Profile:
     @property
     def api_url(self) -> str:
         return str(self.data["apiUrl"])
+
+    @property
+    def token(self) -> str:
+        return str(self.data.get("token") or "")
 
     @property
     def log_format(self) -> str:
@@ -261,7 +267,7 @@ def normalise_hub_url(value: str) -> str:
 
 
 def check_token(value: str) -> str:
-    if value and not _JWT.match(value):
+    if value and not (_JWT.match(value) or _SI_TOKEN.match(value)):
         raise SiError("Invalid token")
     return value
 

@@ -317,6 +317,15 @@ def _age(timestamp: Any, now: Callable[[], float] | None) -> str:
     return duration((now or time.time)() - moment.timestamp())
 
 
+def iso_or_blank(timestamp: float | None) -> str:
+    """A Unix time as ISO 8601 in UTC, to the second; "" for None."""
+    if timestamp is None:
+        return ""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def duration(seconds: float) -> str:
     """A duration in its largest whole unit: ``42s``, ``5m``, ``3h``, ``2d``."""
     whole = max(0, int(seconds))

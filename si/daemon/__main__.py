@@ -35,6 +35,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--head-timeout", type=float)
     parser.add_argument("--body-idle-timeout", type=float)
     parser.add_argument("--keep-alive-timeout", type=float)
+    parser.add_argument("--insecure-no-auth", action="store_true")
+    parser.add_argument("--tls-cert", type=Path)
+    parser.add_argument("--tls-key", type=Path)
+    parser.add_argument("--token-rate", type=float)
+    parser.add_argument("--token-concurrency", type=int)
+    parser.add_argument("--max-connections", type=int)
     options = HubOptions(**vars(parser.parse_args(argv)))
     return serve_hub(options)
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 import si
+from si.daemon.access import READ_METHODS, Access, Admitted, Refusal
 from si.daemon.fds import OutOfFileDescriptors
 from si.daemon.feed import Feed, now_ms
 from si.daemon.http import Request, Response
@@ -88,8 +89,10 @@ def storage_error(exc: OSError, doing: str) -> ApiError:
 
 
 class Api:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, access: Access | None = None) -> None:
         self.hub = hub
+        # Who may do what over TCP; None: no TCP listener (every request is the Unix socket's).
+        self.access = access
         self._input_locks: dict[str, trio.Lock] = {}
         route = self._route
         self.routes: list[tuple[str, re.Pattern[str], RouteHandler]] = [
@@ -140,16 +143,53 @@ class Api:
         return method, re.compile(f"{API_BASE}{pattern}"), handler
 
     async def __call__(self, request: Request, response: Response) -> None:
-        audit = self._audit_start(request)
+        admitted: Admitted | None = None
+        if request.remote:
+            verdict = (
+                Refusal(403, "this hub serves no TCP API")
+                if self.access is None
+                else self.access.admit(
+                    request.method, request.header("authorization"), request.peer
+                )
+            )
+            if isinstance(verdict, Refusal):
+                self._audit_line(request, verdict.status, "-")
+                request.abandon_body()
+                payload = json.dumps({"error": verdict.message}).encode()
+                await response.start(
+                    verdict.status,
+                    [
+                        ("content-type", "application/json"),
+                        ("content-length", str(len(payload))),
+                        *verdict.headers,
+                    ],
+                )
+                await response.write(payload)
+                await response.end()
+                return
+            admitted = verdict
+        who = admitted.who if admitted is not None else "unix"
+        audit = self._audit_start(request, who)
         try:
             await self._dispatch(request, response)
         finally:
+            if admitted is not None and self.access is not None:
+                self.access.done(admitted)
             if audit is not None:
                 audit["opState"] = "END" if response.finished and response.status < 400 else "ERROR"
                 audit["receivedAt"] = now_ms()
                 self.hub.audit_feed.publish(audit)
+            self._audit_line(request, response.status, who)
 
-    def _audit_start(self, request: Request) -> dict[str, Any] | None:
+    @staticmethod
+    def _audit_line(request: Request, status: int, who: str) -> None:
+        """One hub-log line per request that may change something: who, what, the answer."""
+        if request.method in READ_METHODS:
+            return
+        where = f" from {request.peer}" if request.peer else ""
+        log.info("audit: %s%s %s %s -> %d", who, where, request.method, request.path, status)
+
+    def _audit_start(self, request: Request, who: str) -> dict[str, Any] | None:
         """STH's request audit record, for requests on sequences, instances and topics."""
         parts = request.path[len(API_BASE) :].strip("/").split("/")
         kind = AUDIT_KINDS.get(parts[0]) if parts else None
@@ -164,6 +204,7 @@ class Api:
             "objectId": parts[1] if len(parts) > 1 else "",
             "requestorId": request.header("x-mw-billable"),
             "receivedAt": now_ms(),
+            "token": who,  # si's: the token's name, or "unix" for the hub's own socket
         }
         self.hub.audit_feed.publish(record)
         return dict(record)

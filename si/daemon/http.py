@@ -118,6 +118,8 @@ class Request:
         for name, value in event.headers:
             self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
         self.params: dict[str, str] = {}
+        self.remote = connection.remote
+        self.peer = connection.peer
         self.body_complete = False
         # Set by a handler that refused the body: the rest is not read, the connection closes.
         self.body_abandoned = False
@@ -243,6 +245,9 @@ class HttpConnection:
         self.stream = stream
         self.handler = handler
         self.timeouts = timeouts or Timeouts()
+        # Over TCP (plain or TLS) rather than the hub's Unix socket, and from where: the API
+        # asks a remote request for a token.
+        self.remote, self.peer = _remote_peer(stream)
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
         self._handler_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
@@ -439,15 +444,56 @@ CLIENT_FAILURES = (
 )
 
 
+def _remote_peer(stream: trio.abc.Stream) -> tuple[bool, str]:
+    """(whether the stream is a network connection, the peer's address) for a plain or TLS
+    stream; a Unix socket is local, with no address."""
+    inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    if not isinstance(inner, trio.SocketStream):
+        return False, ""  # an in-memory stream (tests): local
+    if inner.socket.family == socket.AF_UNIX:
+        return False, ""
+    try:
+        return True, str(inner.socket.getpeername()[0])
+    except OSError:
+        return True, ""
+
+
 def handle_connections(
-    handler: Handler, timeouts: Timeouts | None = None
+    handler: Handler, timeouts: Timeouts | None = None, max_remote: int | None = None
 ) -> Callable[[trio.abc.Stream], Awaitable[None]]:
+    """The per-connection task for ``trio.serve_listeners``. ``max_remote`` bounds the TCP
+    connections open at once: one past it is answered 503 and closed."""
+    remote_open = 0
+
     async def serve_one(stream: trio.abc.Stream) -> None:
+        nonlocal remote_open
         if isinstance(stream, trio.SocketStream) and stream.socket.family == socket.AF_UNIX:
             # Room for a streamed response to run ahead of a client that reads in bursts (TCP
             # tunes its own buffers). A peer already gone is the connection's concern.
             with contextlib.suppress(OSError):
                 stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-        await HttpConnection(stream, handler, timeouts).serve()
+            await HttpConnection(stream, handler, timeouts).serve()
+            return
+        if max_remote is not None and remote_open >= max_remote:
+            await _turn_away(stream, max_remote)
+            return
+        remote_open += 1
+        try:
+            await HttpConnection(stream, handler, timeouts).serve()
+        finally:
+            remote_open -= 1
 
     return serve_one
+
+
+async def _turn_away(stream: trio.abc.Stream, limit: int) -> None:
+    """Answer a connection over the limit with 503 and close it, reading nothing."""
+    body = json.dumps({"error": f"the hub has {limit} connections open; try again"}).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
+    )
+    with trio.move_on_after(1), contextlib.suppress(*CLIENT_FAILURES):
+        await stream.send_all(head.encode() + body)
+    with trio.move_on_after(1), contextlib.suppress(*CLIENT_FAILURES):
+        await stream.aclose()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from si.daemon.ratelimit import DEFAULT_CONCURRENT, DEFAULT_MAX_CONNECTIONS, DEFAULT_RATE
+
 # How long a finished instance's output, logs and status stay readable (STH's default 180 s).
 DEFAULT_RETENTION_SECONDS = 180.0
 # A reader of an instance's output more than this far behind the fastest reader for longer than
@@ -64,6 +66,11 @@ class HubOptions:
         body_idle_timeout: longest pause in a request body of declared length, or one read
             whole (408 after it); chunked streams into a sequence are never timed out.
         keep_alive_timeout: seconds an idle connection stays open between requests.
+        insecure_no_auth: serve TCP without tokens (refused unless ``host`` is a loopback).
+        tls_cert, tls_key: serve TCP over TLS with this certificate chain and key (PEM).
+        token_rate: requests a second one token (or, without tokens, one peer) may make.
+        token_concurrency: requests one token may have in flight at once.
+        max_connections: TCP connections at once, in all.
 
     A timeout of 0 turns it off.
     """
@@ -79,3 +86,9 @@ class HubOptions:
     head_timeout: float = DEFAULT_HEAD_TIMEOUT
     body_idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT
     keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT
+    insecure_no_auth: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token_rate: float = DEFAULT_RATE
+    token_concurrency: int = DEFAULT_CONCURRENT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS

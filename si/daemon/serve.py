@@ -14,23 +14,30 @@ from __future__ import annotations
 import errno
 import fcntl
 import gc
+import ipaddress
 import logging
 import os
 import resource
 import signal
 import sys
 from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from si.allocator import keep_freed_memory
+from si.daemon.access import Access
 from si.daemon.api import Api
 from si.daemon.feed import FeedHandler
 from si.daemon.http import Timeouts, handle_connections
 from si.daemon.hub import Hub
 from si.daemon.options import HubOptions
+from si.daemon.tokens import TokenStore
 from si.errors import SiError
 from si.paths import HubPaths, connectable_unix_path
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger("si.hub")
 
@@ -120,21 +127,32 @@ async def run_hub(
         handler = FeedHandler(hub.log_feed)
         logging.getLogger("si").addHandler(handler)
         stack.callback(logging.getLogger("si").removeHandler, handler)
+        access = tcp_access(options, paths) if options.port is not None else None
+        ssl_context = tls_context(options)
         hub.load()
-        listeners: list[trio.SocketListener] = [await open_unix_api_listener(paths.socket)]
+        listeners: list[trio.abc.Listener[Any]] = [await open_unix_api_listener(paths.socket)]
         stack.callback(_unlink_quietly, paths.socket)
         if options.port is not None:
-            listeners += await trio.open_tcp_listeners(options.port, host=options.host)
+            tcp = await trio.open_tcp_listeners(options.port, host=options.host)
+            if ssl_context is None:
+                listeners += tcp
+            else:
+                listeners += [
+                    trio.SSLListener(listener, ssl_context, https_compatible=True)
+                    for listener in tcp
+                ]
         timeouts = Timeouts.of(
             options.head_timeout, options.body_idle_timeout, options.keep_alive_timeout
         )
-        serve_http = handle_connections(Api(hub), timeouts)
+        serve_http = handle_connections(Api(hub, access), timeouts, options.max_connections)
         async with trio.open_nursery() as nursery:
             hub.begin(nursery)
             await nursery.start(trio.serve_listeners, serve_http, listeners)
             where = str(paths.socket)
             if options.port is not None:
-                where += f" and http://{options.host}:{options.port}/api/v1"
+                scheme = "https" if ssl_context is not None else "http"
+                guard = "no tokens" if options.insecure_no_auth else "tokens required"
+                where += f" and {scheme}://{options.host}:{options.port}/api/v1 ({guard})"
             log.info(
                 "hub ready on %s (%d sequences, %d instances)",
                 where,
@@ -151,6 +169,60 @@ async def run_hub(
             if not hub.state_files.flush():  # a last chance for records a full disk held back
                 log.warning("stopping with %d unsaved state files", len(hub.state_files.pending))
             nursery.cancel_scope.cancel()
+
+
+def tcp_access(options: HubOptions, paths: HubPaths) -> Access:
+    """The token check and limits for the TCP API; makes the first admin token if none exists.
+
+    Raises:
+        SiError: ``--insecure-no-auth`` with an address other than a loopback one.
+    """
+    store: TokenStore | None = TokenStore(paths.lock.parent)
+    if options.insecure_no_auth:
+        if not is_loopback(options.host):
+            raise SiError(
+                f"--insecure-no-auth serves anyone who reaches {options.host}: it is allowed "
+                "only on a loopback address (127.0.0.1, ::1, localhost); use a token instead"
+            )
+        store = None
+        log.warning("serving TCP without tokens (--insecure-no-auth): anyone on this machine")
+    else:
+        assert store is not None
+        made = store.ensure_admin()
+        if made is not None:
+            log.info("created the first admin token for the TCP API; it is in %s", made)
+    return Access.of(store, trio.current_time, options.token_rate, options.token_concurrency)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_context(options: HubOptions) -> ssl.SSLContext | None:
+    """The server's TLS context from ``--tls-cert``/``--tls-key``; None without them.
+
+    Raises:
+        SiError: only one of them given, or files that do not load.
+    """
+    if options.tls_cert is None and options.tls_key is None:
+        return None
+    if options.tls_cert is None or options.tls_key is None:
+        raise SiError("--tls-cert and --tls-key go together")
+    if options.port is None:
+        raise SiError("--tls-cert serves TCP: give --port too")
+    import ssl as ssl_module
+
+    context = ssl_module.create_default_context(ssl_module.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(options.tls_cert, options.tls_key)
+    except (OSError, ssl_module.SSLError) as exc:
+        raise SiError(f"cannot load the TLS certificate or key: {exc}") from None
+    return context
 
 
 def _unlink_quietly(path: os.PathLike[str]) -> None:

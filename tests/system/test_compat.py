@@ -125,6 +125,10 @@ def test_sths_python_client_works_unchanged(home: Path) -> None:
     host_client = pytest.importorskip("client.host_client")
     port = free_port()
     hub = HubProcess(home, "--port", str(port)).start()
+    # STH's client sends a token the way its own CLI does: as a default header of every call.
+    base = pytest.importorskip("client.host_client").BaseClient
+    token = (home / "admin.token").read_text().strip()
+    base.setDefaultHeaders({"Authorization": f"Bearer {token}"})
     try:
 
         async def session() -> dict[str, Any]:
@@ -163,7 +167,14 @@ def test_sths_python_client_works_unchanged(home: Path) -> None:
             return await host.delete_sequence(result["sequence"])
 
         assert asyncio.run(delete()) == {"id": result["sequence"]}
+
+        base.setDefaultHeaders({})  # and without it, the hub says what is missing
+        refused = asyncio.run(
+            host_client.HostClient(f"http://127.0.0.1:{port}/api/v1").get_version()
+        )
+        assert "token is required" in refused["error"]
     finally:
+        base.setDefaultHeaders({})
         hub.close()
 
 
