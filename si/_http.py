@@ -374,6 +374,14 @@ class Transport:
             raise failed from None
         try:
             return context.wrap_socket(sock, server_hostname=self.endpoint.host)
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            failed = ConnectFailed(
+                f"the hub's certificate failed verification ({exc.verify_message}); "
+                "name its CA with --ca or SI_CA"
+            )
+            failed.tls_refused = True
+            raise failed from None
         except ssl.SSLError as exc:
             sock.close()
             failed = ConnectFailed(exc.reason or str(exc))

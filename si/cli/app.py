@@ -124,6 +124,12 @@ class RootGroup(AliasGroup):
     "[env SI_FORMAT; default: the profile's log.format].",
 )
 @click.option(
+    "--ca",
+    envvar="SI_CA",
+    metavar="FILE",
+    help="Verify an https:// hub against this CA (PEM) instead of the system's [env SI_CA].",
+)
+@click.option(
     "--config", "profile_name", metavar="NAME", help="Use the profile NAME for this command."
 )
 @click.option(
@@ -151,6 +157,7 @@ def cli(
     ctx: click.Context,
     hub: str | None,
     output_format: str | None,
+    ca: str | None,
     profile_name: str | None,
     profile_path: str | None,
     progress: bool | None,
@@ -158,6 +165,7 @@ def cli(
     """si: run long-lived stream programs (sequences) on a hub, STH's CLI in Python."""
     state = CliState(
         hub=hub or None,
+        ca=ca or None,
         output_format=OutputFormat(output_format.lower()) if output_format else None,
         profile_name=profile_name,
         profile_path=profile_path,

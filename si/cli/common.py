@@ -56,6 +56,7 @@ class CliState:
     """
 
     hub: str | None = None
+    ca: str | None = None  # --ca / SI_CA: the CA an https:// hub is verified against
     output_format: OutputFormat | None = None
     profile_name: str | None = None
     profile_path: str | None = None
@@ -98,7 +99,7 @@ class CliState:
         address = self.hub_address()
         if not address.startswith("/"):  # a TCP hub: its token (SI_TOKEN, else the profile's)
             options.setdefault("token", os.environ.get("SI_TOKEN") or self.profile.token or None)
-            options.setdefault("ca", os.environ.get("SI_CA") or None)
+            options.setdefault("ca", self.ca)
         return HubClient(address, **options)
 
 
@@ -379,7 +380,7 @@ def forget(cli: CliState, key: SessionKey, value: str) -> None:
 # -- global options after the subcommand ------------------------------------------------------
 
 # Global options with a value, and global flags; both may appear after the subcommand.
-GLOBAL_OPTIONS = ("--hub", "--format", "--config", "--config-path")
+GLOBAL_OPTIONS = ("--hub", "--format", "--ca", "--config", "--config-path")
 GLOBAL_FLAGS = ("--progress", "--no-progress")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from si.testing import HubProcess
 from tests.cli.conftest import RunSi, one_error_line
+from tests.netutil import free_port, make_certificates
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -43,12 +43,6 @@ def test_revoke_by_name_then_a_second_revoke_is_one_clear_error(
     assert one_error_line(again) == "no live token with id or name 'old'"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def tcp_hub(short_dir: Path) -> Iterator[tuple[HubProcess, str]]:
     port = free_port()
@@ -74,3 +68,25 @@ def test_the_cli_reaches_a_tcp_hub_with_si_token_or_the_profile_s(
     assert from_profile.returncode == 0, from_profile.stderr
     wrong = run_si("--hub", url, "inst", "ls", env={"SI_TOKEN": "sit_" + "x" * 40})
     assert one_error_line(wrong).endswith("the token is not one this hub issued")
+
+
+def test_ca_verifies_a_tls_hub_and_without_it_the_failure_is_one_line(
+    run_si: RunSi, short_dir: Path, tmp_path: Path
+) -> None:
+    ca, cert, key = make_certificates(tmp_path)
+    port = free_port()
+    home = short_dir / "tls"
+    hub = HubProcess(home, "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key))
+    hub.start()
+    try:
+        env: dict[str, str | None] = {"SI_TOKEN": (home / "admin.token").read_text().strip()}
+        url = f"https://127.0.0.1:{port}"
+        verified = run_si("--ca", str(ca), "--hub", url, "inst", "ls", env=env)
+        assert verified.returncode == 0, verified.stderr
+        unverified = run_si("--hub", url, "inst", "ls", env=env)
+        assert "certificate failed verification" in one_error_line(unverified)
+        assert one_error_line(unverified).endswith("name its CA with --ca or SI_CA")
+        plain = run_si("--hub", f"http://127.0.0.1:{port}", "inst", "ls", env=env)
+        assert one_error_line(plain).endswith("if it serves TLS, use https://")
+    finally:
+        hub.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 
 from si.client import HubClient
 from si.testing import HubProcess, make_package, python_package, wait_for
+from tests.netutil import free_port
 from tests.system.conftest import hub_http
 
 pytestmark = pytest.mark.system
@@ -113,12 +113,6 @@ def test_a_running_instance_is_force_removed_with_its_sequence(http: httpx.Clien
     assert http.get("/sequences").json() == []
     # Killed with removeImmediately, as STH does: the instance is gone with its sequence.
     wait_for(lambda: http.get(f"/instance/{instance}").status_code == 404)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_sths_python_client_works_unchanged(home: Path) -> None:
