@@ -8,7 +8,7 @@ Each section runs against temporary hubs of its own (``si.testing``) and leaves 
 behind. Figures are medians of repeated runs with min and max; a section that fails prints
 why and the others still run. The scripts beside this one (``start_latency.py``,
 ``runners.py``, ``reconnect.py``, ``fault.py``, ``cli_speed.py``, ``topics.py``,
-``supervision.py``) are run as
+``supervision.py``, ``stack.py``) are run as
 they are, in a subprocess each, and their figures taken from their output.
 
 The JSON file (``bench/results/latest.json`` unless ``--json`` says otherwise; git-ignored)
@@ -497,6 +497,30 @@ def bench_topics(results: Results, quick: bool) -> None:
         )
 
 
+def bench_stack(results: Results, quick: bool) -> None:
+    try:
+        out = script("stack.py", "--runs", "2" if quick else "5", "--json", timeout=600)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        results.note(f"stack skipped: {exc}")
+        return
+    for case in json_lines(out):
+        results.add(
+            Figure(
+                "stack",
+                "CI recipe: serve --detach -K + apply (5 instances) + hub stop",
+                "ms",
+                case["total"],
+                runs=case["runs"],
+                target="< 1000 ms",
+                goal=("<", 1000),
+                note=(
+                    f"serve {case['serve']}, apply {case['apply']}, stop {case['stop']} ms; "
+                    f"a second apply {case['again']} ms"
+                ),
+            )
+        )
+
+
 def bench_supervision(results: Results, quick: bool) -> None:
     instances, runners = ("3", "200") if quick else ("10", "1000")
     try:
@@ -973,6 +997,7 @@ SECTIONS: dict[str, Callable[[Results, bool], None]] = {
     "cli": bench_cli,
     "topics": bench_topics,
     "supervision": bench_supervision,
+    "stack": bench_stack,
 }
 
 

@@ -199,6 +199,29 @@ class HubClient:
         """Every instance's counters, CPU time and RSS now (``GET top``, si's own)."""
         return _object(self._request("GET", "top"))
 
+    def get_package(self, sequence_id: str) -> bytes:
+        """si's ``GET sequence/<id>/package``: the stored package as a tar.gz."""
+        path = f"sequence/{_segment(sequence_id)}/package"
+        try:
+            response = self._send("GET", path)
+            body = response.read()
+        except (ConnectFailed, ConnectionLost) as exc:
+            raise self._transport_error(exc, path) from None
+        if response.status >= 400:
+            raise _status_error(response, self._url(path))
+        return body
+
+    def take_lock(self, name: str, owner: str, ttl: float) -> dict[str, Any]:
+        """An advisory lock on the hub (si's ``POST lock/<name>``); 409 while another holds it."""
+        return _object(
+            self._request("POST", f"lock/{_segment(name)}", json={"owner": owner, "ttl": ttl})
+        )
+
+    def release_lock(self, name: str, key: str) -> dict[str, Any]:
+        return _object(
+            self._request("DELETE", f"lock/{_segment(name)}", headers={"x-si-lock-key": key})
+        )
+
     def list_sequences(self) -> list[Any]:
         """``GET sequences``: every sequence record."""
         return _array(self._request("GET", "sequences"))

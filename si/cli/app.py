@@ -56,6 +56,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "topic": (),
     "hub": (),
     "top": (),
+    "apply": (),
+    "delete": (),
+    "export": (),
     "config": ("c",),
     "init": ("i",),
     "util": ("u",),
@@ -67,10 +70,21 @@ GROUP_HELP = {
     "topic": "Create, list, feed and read topics.",
     "hub": "Run a local hub, or ask the hub about itself.",
     "top": "Show every instance live: status, CPU %, RSS, output and input rates, restarts, age.",
+    "apply": "Make the hub what a stack file says (sequences, instances, topics).",
+    "delete": "Remove what a stack file names from the hub.",
+    "export": "Write the hub's instances and topics as a stack file.",
     "config": "Show and change profiles (which hub, output format, debug).",
     "init": "Start a new sequence from a template.",
     "util": "Helpers for working with si's output.",
     "completion": "Shell completion for bash, zsh and fish.",
+}
+
+
+# Commands that share a module: name -> (module under si.cli, its attribute).
+MODULES = {
+    "apply": ("stack", "apply"),
+    "delete": ("stack", "delete"),
+    "export": ("stack", "export"),
 }
 
 
@@ -86,8 +100,9 @@ class RootGroup(AliasGroup):
         if name not in GROUPS:
             return None
         if name not in self.commands:
-            module = importlib.import_module(f"si.cli.{name}")
-            self.add_command(module.app, name)
+            module_name, attribute = MODULES.get(name, (name, "app"))
+            module = importlib.import_module(f"si.cli.{module_name}")
+            self.add_command(getattr(module, attribute), name)
         return self.commands[name]
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

@@ -9,6 +9,7 @@ byte for byte as they arrive, and follow the hub through a restart. Uploads (``i
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 import time
@@ -47,7 +48,24 @@ INOUT_TYPES = ("text/plain", "application/octet-stream", "application/x-ndjson")
 
 
 def _resolve(cli: CliState, instance: str) -> str:
-    return cli.session.resolve(instance, "lastInstanceId")
+    """An id, ``-`` (the last one), or an instance's name (a stack's, say: ``si inst output
+    web``): the running one of that name, else the latest."""
+    value = cli.session.resolve(instance, "lastInstanceId")
+    if _ID_SHAPE.fullmatch(value) or not _NAME_SHAPE.fullmatch(value):
+        return value
+    with cli.client() as client:
+        named = [
+            i for i in client.list_instances() if isinstance(i, dict) and i.get("name") == value
+        ]
+    if not named:
+        return value  # the hub says whether such an id exists
+    live = [i for i in named if i.get("status") in ("starting", "running", "restarting")]
+    chosen = (live or sorted(named, key=lambda i: str(i.get("created"))))[-1]
+    return str(chosen["id"])
+
+
+_ID_SHAPE = re.compile(r"[0-9a-fA-F-]{36}")
+_NAME_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def _stream(name: str, instance: str, query: dict[str, str] | None = None) -> None:

@@ -7,7 +7,6 @@ to the renderer. ``-`` in place of an id or package path means "the last one" (s
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import threading
@@ -34,6 +33,7 @@ from si.cli.common import (
     state,
 )
 from si.errors import SiError
+from si.structured import read_structured
 
 app: AliasGroup = group("seq", "Pack, send, start and manage sequences.")
 
@@ -471,27 +471,6 @@ def _json_type(value: Any) -> str:
     if isinstance(value, int | float):
         return "number"
     return "string" if isinstance(value, str) else type(value).__name__
-
-
-def read_structured(path: Path, unreadable: str) -> Any:
-    """A JSON or (by extension ``.yaml``/``.yml``) YAML file's content."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        raise SiError(f"{unreadable}: {path}") from None
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            yaml: Any = importlib.import_module("yaml")
-        except ImportError:  # pragma: no cover - PyYAML is a dependency
-            raise SiError(f"{path} is YAML, which needs PyYAML (pip install pyyaml)") from None
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise SiError(f"{path}: invalid YAML: {exc}") from None
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise SiError(f"{path}: invalid JSON: {exc}") from None
 
 
 # -- listing, inspecting, removing -----------------------------------------------------------------

@@ -27,6 +27,7 @@ from si.daemon.http import Request, Response
 from si.daemon.hub import Hub, InstanceExists, RunnerNotStarted, SequenceFailed
 from si.daemon.limits import Limits, LimitsError
 from si.daemon.load import load_figures
+from si.daemon.locks import LockBusy, Locks
 from si.daemon.pipe import OffsetError, OutputPipe, PipeReader
 from si.daemon.record import InstanceStatus
 from si.daemon.restart import PolicyError, RestartPolicy
@@ -93,6 +94,7 @@ class Api:
         self.hub = hub
         # Who may do what over TCP; None: no TCP listener (every request is the Unix socket's).
         self.access = access
+        self.locks = Locks(trio.current_time)
         self._input_locks: dict[str, trio.Lock] = {}
         route = self._route
         self.routes: list[tuple[str, re.Pattern[str], RouteHandler]] = [
@@ -132,6 +134,9 @@ class Api:
             route("POST", "/instance/(?P<id>[^/]+)/_stop", self.stop_instance),
             route("GET", "/metrics", self.metrics),
             route("GET", "/top", self.top),
+            route("GET", "/sequence/(?P<id>[^/]+)/package", self.sequence_package),
+            route("POST", "/lock/(?P<name>[A-Za-z0-9._-]{1,64})", self.take_lock),
+            route("DELETE", "/lock/(?P<name>[A-Za-z0-9._-]{1,64})", self.release_lock),
             # Where Prometheus looks by default, beside the API's own path.
             ("GET", re.compile("/metrics"), self.metrics),
         ]
@@ -435,6 +440,32 @@ class Api:
         snapshot = metrics.gather(self.hub)
         await response.json(200, await trio.to_thread.run_sync(metrics.top_view, snapshot))
 
+    async def sequence_package(self, request: Request, response: Response) -> None:
+        """si's: the sequence's package as a tar.gz, packed again from what the hub stored (its
+        content digest is the uploaded one's; ``si export`` saves it)."""
+        sequence = self._sequence(request)
+        body = await trio.to_thread.run_sync(_pack_bytes, sequence.package_dir)
+        await response.whole(200, body, "application/gzip")
+
+    async def take_lock(self, request: Request, response: Response) -> None:
+        """An advisory lock (``si apply`` takes one per hub): ``{owner, ttl}`` -> ``{key}``."""
+        body = await self._json_object(request)
+        owner, ttl = body.get("owner", ""), body.get("ttl", 60)
+        if not isinstance(owner, str) or isinstance(ttl, bool) or not isinstance(ttl, int | float):
+            raise ApiError(400, "a lock request is {owner: string, ttl: seconds}")
+        try:
+            held = self.locks.take(request.params["name"], owner[:200], float(ttl))
+        except LockBusy as exc:
+            raise ApiError(409, f"lock {request.params['name']} is {exc}") from None
+        except ValueError as exc:
+            raise ApiError(503, str(exc)) from None
+        await response.json(200, {"key": held.key, "ttl": held.until - held.since})
+
+    async def release_lock(self, request: Request, response: Response) -> None:
+        if not self.locks.release(request.params["name"], request.header("x-si-lock-key")):
+            raise ApiError(409, f"lock {request.params['name']} is not held with this key")
+        await response.json(200, {"released": request.params["name"]})
+
     async def status(self, request: Request, response: Response) -> None:
         await response.json(200, {"cpm": {}})
 
@@ -573,6 +604,7 @@ class Api:
             raise ApiError(422, "appConfig must be a JSON object")
         if not isinstance(payload.get("args", []) or [], list):
             raise ApiError(422, "args must be a JSON array")
+        _check_name_and_labels(payload)
         try:
             policy = RestartPolicy.from_payload(payload)
             Limits.from_payload(payload)
@@ -915,6 +947,37 @@ def _file_start(path: Path, offset_header: str, tail: str | None) -> int:
     if not 0 <= position <= end:
         raise ApiError(400, f"x-si-offset must be a byte offset from 0 to {end}")
     return position
+
+
+def _pack_bytes(directory: Path) -> bytes:
+    import io
+
+    from si.package.pack import pack_directory
+
+    out = io.BytesIO()
+    pack_directory(directory, out)
+    return out.getvalue()
+
+
+INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_LABELS = 32
+
+
+def _check_name_and_labels(payload: dict[str, Any]) -> None:
+    """si's ``name`` (unique per hub, checked by the hub) and ``labels`` of a start body."""
+    name = payload.get("name")
+    if name is not None and not (isinstance(name, str) and INSTANCE_NAME.fullmatch(name)):
+        raise ApiError(400, "name: letters, digits, '.', '_' and '-', 64 at most")
+    if name is not None and re.fullmatch(r"[0-9a-f-]{36}", name):
+        raise ApiError(400, "name: an instance id's shape is kept for ids")
+    labels = payload.get("labels")
+    if labels is None:
+        return
+    if not isinstance(labels, dict) or len(labels) > MAX_LABELS:
+        raise ApiError(400, f"labels: an object of at most {MAX_LABELS} strings")
+    for key, value in labels.items():
+        if not (isinstance(value, str) and len(key) <= 128 and len(value) <= 256):
+            raise ApiError(400, "labels: keys of at most 128 and values of 256 characters")
 
 
 def parse_end_stream(value: str, *, default: bool) -> bool:

@@ -225,6 +225,11 @@ class Hub:
         directory = self.paths.instances / instance_id
         if instance_id in self.instances or directory.exists():
             raise InstanceExists("Instance with a given ID already exists")
+        name = payload.get("name")
+        if name is not None and any(
+            i.state.name == name and i.live for i in self.instances.values()
+        ):
+            raise InstanceExists(f"An instance named {name} exists (remove it or pick another)")
         # Held until the runner is spawned: a hub with no room to watch a runner refuses the
         # start before anything runs (fds.py).
         headroom = Headroom()
@@ -259,6 +264,8 @@ class Hub:
             app_config=dict(payload.get("appConfig") or {}),
             payload=payload,
             restart_policy=policy,
+            name=payload.get("name"),
+            labels=dict(payload.get("labels") or {}),
         )
         record.run_started = record.created
         directory.mkdir(mode=0o700)
@@ -458,7 +465,8 @@ class Hub:
     def _cancel_restart(self, instance: Instance, code: ExitCode) -> bool:
         """A stop or a kill while the instance waits for its restart: it ends there."""
         scope = instance.restart_scope
-        if scope is None or instance.state.status is not InstanceStatus.RESTARTING:
+        # Waiting: no runner, not ended. The API may have set the status to killing already.
+        if scope is None or scope.cancel_called or not (instance.exited and instance.live):
             return False
         scope.cancel()
         instance.conclude(RunOutcome(InstanceStatus.COMPLETED, code.reason, code))

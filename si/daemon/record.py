@@ -108,6 +108,9 @@ class InstanceRecord:
     pid: int | None = None
     provides: Route | None = None
     requires: Route | None = None
+    # si's: a name unique among the hub's instances (``si inst output web``), and labels.
+    name: str | None = None
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
     # Supervision (issue 15): the policy, what it remembers, and how the last run ended.
     restart_policy: RestartPolicy = dataclasses.field(default_factory=RestartPolicy)
     restart_state: RestartState = dataclasses.field(default_factory=RestartState)
@@ -167,6 +170,8 @@ class InstanceRecord:
                 "provides": self.provides.to_json() if self.provides else None,
                 "requires": self.requires.to_json() if self.requires else None,
             },
+            "name": self.name,
+            "labels": self.labels,
             "restart_policy": self.restart_policy.to_json(),
             "restart_state": self.restart_state.to_json(),
             "last_exit": self.last_exit,
@@ -201,6 +206,8 @@ class InstanceRecord:
             pid=data.get("pid"),
             provides=Route.from_json(topics.get("provides")),
             requires=Route.from_json(topics.get("requires")),
+            name=data.get("name") if isinstance(data.get("name"), str) else None,
+            labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()},
             restart_policy=RestartPolicy.from_json(data.get("restart_policy")),
             restart_state=RestartState.from_json(data.get("restart_state")),
             last_exit=data.get("last_exit") if isinstance(data.get("last_exit"), dict) else None,
@@ -239,6 +246,9 @@ class InstanceRecord:
             "lastExit": self.last_exit,
         }
         body["limits"] = Limits.from_record(self).view()
+        body["name"] = self.name
+        if self.labels:
+            body["labels"] = self.labels
         if self.provides is not None:
             body["provides"] = self.provides.topic
         if self.requires is not None:

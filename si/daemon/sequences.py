@@ -13,6 +13,7 @@ are removed when the hub starts.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -36,6 +37,7 @@ class Sequence:
     package_size: int
     created: float
     instances: list[str] = field(default_factory=list)
+    digest: str = ""  # si.package.digest of its package ("" for one stored before it was kept)
 
     @property
     def package_dir(self) -> Path:
@@ -66,6 +68,7 @@ class Sequence:
             "config": self.config(),
             "location": "si",
             "instances": list(self.instances),
+            "digest": self.digest,
         }
 
 
@@ -86,22 +89,30 @@ def store_upload(
         PackageError: the package is refused; nothing is left on disk.
         OSError: it could not be written (a full disk); nothing is left on disk.
     """
+    from si.package.digest import content_digest
     from si.package.unpack import safe_extract  # tarfile and gzip: not needed to start a hub
 
     staging = root / f"{NEW_PREFIX}{sequence_id}"
     staging.mkdir(mode=0o700)
     try:
         manifest = safe_extract(archive, staging / "package", max_bytes=max_bytes)
+        with archive.open("rb") as packed:
+            digest = content_digest(packed)
         created = time.time()
         write_json_atomic(
             staging / "sequence.json",
-            {"id": label or sequence_id, "created": created, "package_size": package_size},
+            {
+                "id": label or sequence_id,
+                "created": created,
+                "package_size": package_size,
+                "digest": digest,
+            },
         )
         staging.rename(root / sequence_id)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Sequence(sequence_id, root / sequence_id, manifest, package_size, created)
+    return Sequence(sequence_id, root / sequence_id, manifest, package_size, created, digest=digest)
 
 
 def load_sequences(root: Path) -> dict[str, Sequence]:
@@ -125,6 +136,7 @@ def load_sequences(root: Path) -> dict[str, Sequence]:
             manifest,
             int(meta.get("package_size", 0)),
             float(meta.get("created", 0.0)),
+            digest=str(meta.get("digest") or ""),
         )
     return sequences
 
@@ -141,4 +153,4 @@ def rename_sequence(sequence: Sequence, new_id: str) -> Sequence:
     names already (``store_upload``'s label): a full disk cannot fail this half-way."""
     target = sequence.directory.with_name(new_id)
     sequence.directory.rename(target)
-    return Sequence(new_id, target, sequence.manifest, sequence.package_size, sequence.created)
+    return dataclasses.replace(sequence, id=new_id, directory=target, instances=[])

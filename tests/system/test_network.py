@@ -34,11 +34,15 @@ class TcpHub:
         self.port = free_port()
         self.process = HubProcess(home, "--port", str(self.port), *args).start()
         self.url = f"http://127.0.0.1:{self.port}/api/v1"
-        self.admin = (home / "admin.token").read_text().strip()
-        store = TokenStore(home)
-        self.reader, _ = store.create("reader", Scope.READ)
-        self.revoked, _ = store.create("gone", Scope.ADMIN)
-        store.revoke("gone")
+        try:
+            self.admin = (home / "admin.token").read_text().strip()
+            store = TokenStore(home)
+            self.reader, _ = store.create("reader", Scope.READ)
+            self.revoked, _ = store.create("gone", Scope.ADMIN)
+            store.revoke("gone")
+        except BaseException:
+            self.process.close()
+            raise
 
     def http(self, token: str | None = None) -> httpx.Client:
         headers = {"authorization": f"Bearer {token}"} if token else {}

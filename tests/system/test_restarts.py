@@ -142,6 +142,18 @@ def test_a_stop_during_the_backoff_ends_the_instance_there(client: HubClient) ->
     assert record["terminated"] == {"exitcode": 138, "reason": "Instance stopped"}
 
 
+def test_a_kill_during_the_backoff_ends_the_instance_there(client: HubClient) -> None:
+    sequence = client.send_sequence(python_package(CRASHER))["id"]
+    payload = {"restart": "always", "maxRestarts": 10}
+    instance = client.start_sequence(sequence, payload)["id"]
+    wait_for(lambda: client.get_instance(instance)["status"] == "restarting")
+    client.kill_instance(instance)
+    record = wait_for(lambda: (r := client.get_instance(instance))["status"] == "completed" and r)
+    assert record["terminated"] == {"exitcode": 137, "reason": "Instance killed"}
+    time.sleep(0.5)
+    assert client.get_instance(instance)["status"] == "completed"
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("restart", "sometimes"), ("maxRestarts", -1), ("restartWindow", "soon")],
