@@ -5,20 +5,13 @@ from __future__ import annotations
 import pytest
 
 from si.daemon.locks import LockBusy, Locks
+from tests.fakeclock import FakeClock
 
 pytestmark = pytest.mark.timeout(10)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_held_lock_refuses_another_and_says_who_holds_it() -> None:
-    clock = Clock()
+    clock = FakeClock()
     locks = Locks(clock)
     held = locks.take("stack", "ci job 7", ttl=60)
     clock.now += 5
@@ -31,7 +24,7 @@ def test_a_held_lock_refuses_another_and_says_who_holds_it() -> None:
 
 
 def test_a_lock_lapses_after_its_ttl() -> None:
-    clock = Clock()
+    clock = FakeClock()
     locks = Locks(clock)
     old = locks.take("stack", "a crashed apply", ttl=10)
     clock.now += 11
@@ -40,6 +33,6 @@ def test_a_lock_lapses_after_its_ttl() -> None:
 
 
 def test_a_ttl_is_bounded() -> None:
-    clock = Clock()
+    clock = FakeClock()
     held = Locks(clock).take("stack", "x", ttl=10**9)
     assert held.until - held.since == 3600

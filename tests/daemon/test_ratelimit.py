@@ -5,20 +5,13 @@ from __future__ import annotations
 import pytest
 
 from si.daemon.ratelimit import Limiter, Refused
+from tests.fakeclock import FakeClock
 
 pytestmark = pytest.mark.timeout(10)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_burst_goes_then_the_rate_holds_with_a_retry_after() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     limiter = Limiter(clock, rate=10, burst=20, concurrent=1000)
     for _ in range(20):
         assert limiter.begin("t") is None
@@ -32,14 +25,14 @@ def test_a_burst_goes_then_the_rate_holds_with_a_retry_after() -> None:
 
 
 def test_tokens_do_not_share_a_budget() -> None:
-    limiter = Limiter(Clock(), rate=1, burst=1, concurrent=10)
+    limiter = Limiter(FakeClock(0.0), rate=1, burst=1, concurrent=10)
     assert limiter.begin("a") is None
     assert isinstance(limiter.begin("a"), Refused)
     assert limiter.begin("b") is None
 
 
 def test_requests_in_flight_are_bounded_and_released() -> None:
-    limiter = Limiter(Clock(), rate=1000, burst=1000, concurrent=2)
+    limiter = Limiter(FakeClock(0.0), rate=1000, burst=1000, concurrent=2)
     assert limiter.begin("t") is None
     assert limiter.begin("t") is None
     refused = limiter.begin("t")
@@ -50,7 +43,7 @@ def test_requests_in_flight_are_bounded_and_released() -> None:
 
 
 def test_a_slow_refill_gives_a_longer_retry_after() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     limiter = Limiter(clock, rate=0.25, burst=1, concurrent=10)
     assert limiter.begin("t") is None
     refused = limiter.begin("t")
