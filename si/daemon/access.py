@@ -58,7 +58,11 @@ class Access:
         if self.tokens is None:
             admitted = Admitted(who=peer or "tcp", key=f"peer:{peer}")
         else:
-            judged = self.tokens.check(authorization)
+            try:
+                judged = self.tokens.check(authorization)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                # A damaged tokens.json refuses every token, and says so, rather than fail open.
+                return Refusal(503, f"the hub cannot read its tokens ({exc}); see its log")
             if isinstance(judged, Denied):
                 headers = (
                     [("www-authenticate", 'Bearer realm="si"')] if judged.status == 401 else []

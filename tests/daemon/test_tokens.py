@@ -76,3 +76,16 @@ def test_the_first_admin_token_is_made_once_and_left_in_a_private_file(tmp_path:
     assert isinstance(granted, Granted)
     assert granted.entry.scope is Scope.ADMIN
     assert store.ensure_admin() is None
+
+
+def test_a_damaged_token_file_refuses_everyone_with_503(tmp_path: Path) -> None:
+    from si.daemon.access import Access, Refusal
+
+    store = TokenStore(tmp_path)
+    token, _ = store.create("admin")
+    store.path.write_text("{not json")
+    access = Access.of(store, lambda: 0.0, rate=10, concurrency=10)
+    verdict = access.admit("GET", f"Bearer {token}", "127.0.0.1")
+    assert isinstance(verdict, Refusal)
+    assert verdict.status == 503
+    assert "cannot read its tokens" in verdict.message
