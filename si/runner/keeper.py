@@ -82,6 +82,17 @@ WARM_ROUNDS = 20
 MAX_REQUEST = 64 * 1024
 
 
+def _runner_environment() -> dict[str, str]:
+    """The environment of a runner the keeper execs (the Node.js runner): its own, except that
+    NODE_EXTRA_CA_CERTS is handed over as SI_NODE_EXTRA_CA_CERTS, which the runner reads when
+    TLS is first used instead of at every boot (si/runner/node/runner.js)."""
+    env = dict(os.environ)
+    extra = env.pop("NODE_EXTRA_CA_CERTS", None)
+    if extra:
+        env["SI_NODE_EXTRA_CA_CERTS"] = extra
+    return env
+
+
 def bind_listener(path: Path) -> socket.socket:
     """A listening Unix socket at ``path`` (reached through /proc when the path is long)."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -161,7 +172,7 @@ class Keeper:
                     for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
                         signal.signal(signum, signal.SIG_DFL)
                     if argv:
-                        os.execvp(argv[0], argv)
+                        os.execvpe(argv[0], argv, _runner_environment())
                     runner_process.main(["runner", str(directory)])
                 finally:
                     os._exit(70)  # exec or the runner failed before it could record anything
