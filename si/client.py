@@ -201,15 +201,7 @@ class HubClient:
 
     def get_package(self, sequence_id: str) -> bytes:
         """si's ``GET sequence/<id>/package``: the stored package as a tar.gz."""
-        path = f"sequence/{_segment(sequence_id)}/package"
-        try:
-            response = self._send("GET", path)
-            body = response.read()
-        except (ConnectFailed, ConnectionLost) as exc:
-            raise self._transport_error(exc, path) from None
-        if response.status >= 400:
-            raise _status_error(response, self._url(path))
-        return body
+        return self._request_bytes("GET", f"sequence/{_segment(sequence_id)}/package")[1]
 
     def take_lock(self, name: str, owner: str, ttl: float) -> dict[str, Any]:
         """An advisory lock on the hub (si's ``POST lock/<name>``); 409 while another holds it."""
@@ -564,13 +556,7 @@ class HubClient:
         if json is not None:
             content = _json_bytes(json)
             all_headers["content-type"] = "application/json"
-        try:
-            response = self._send(method, path, headers=all_headers, content=content)
-            body = response.read()
-        except (ConnectFailed, ConnectionLost) as exc:
-            raise self._transport_error(exc, path) from None
-        if response.status >= 400:
-            raise _status_error(response, self._url(path))
+        response, body = self._request_bytes(method, path, headers=all_headers, content=content)
         if not body.strip():
             return None
         try:
@@ -581,6 +567,28 @@ class HubClient:
                 status=response.status,
                 url=self._url(path),
             ) from None
+
+    def _request_bytes(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | Iterable[bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[Response, bytes]:
+        """Send one request and read the whole reply: the response and its body.
+
+        Raises:
+            HubError: an error status, or the hub could not be reached or was lost.
+        """
+        try:
+            response = self._send(method, path, headers=headers, content=content)
+            body = response.read()
+        except (ConnectFailed, ConnectionLost) as exc:
+            raise self._transport_error(exc, path) from None
+        if response.status >= 400:
+            raise _status_error(response, self._url(path))
+        return response, body
 
     def _send_stream(self, path: str, body: Body, content_type: str, end: bool | None) -> Any:
         content, headers = _upload(body)

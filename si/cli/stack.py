@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from si.cli import render
-from si.cli.common import CONTEXT_SETTINGS, FILE, state
+from si.cli.common import CONTEXT_SETTINGS, FILE, CliState, state
 from si.errors import SiError
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ def apply(path: str, dry_run: bool, prune: bool) -> None:
     _report(cli, steps, f"applied: {summary(steps)}", applied=True)
 
 
-def _report(cli: Any, steps: list[Step], line: str, *, applied: bool) -> None:
+def _report(cli: CliState, steps: list[Step], line: str, *, applied: bool) -> None:
     if cli.format.value == "json":
         cli.renderer.show({"applied": applied, "plan": [step.to_json() for step in steps]})
     else:
@@ -152,17 +152,10 @@ def _carry_out(
             if step.kind == "instance" and step.action in ("create", "update"):
                 spec = stack.instances[step.name]
                 body = spec.start_body(digests[spec.sequence])
-                started = client.start_sequence(sequence_ids[spec.sequence], body)
-                step = _with_id(step, str(started["id"]))
+                client.start_sequence(sequence_ids[spec.sequence], body)
         except HubError as exc:
             raise SiError(f"{step.action} {step.kind} {step.name} failed: {exc}") from None
         render.message(f"done: {step.action} {step.kind} {step.name}")
-
-
-def _with_id(step: Step, hub_id: str) -> Step:
-    import dataclasses
-
-    return dataclasses.replace(step, hub_id=hub_id)
 
 
 def _end(client: HubClient, instance_id: str) -> None:

@@ -160,17 +160,7 @@ class Api:
             if isinstance(verdict, Refusal):
                 self._audit_line(request, verdict.status, "-")
                 request.abandon_body()
-                payload = json.dumps({"error": verdict.message}).encode()
-                await response.start(
-                    verdict.status,
-                    [
-                        ("content-type", "application/json"),
-                        ("content-length", str(len(payload))),
-                        *verdict.headers,
-                    ],
-                )
-                await response.write(payload)
-                await response.end()
+                await response.json(verdict.status, {"error": verdict.message}, verdict.headers)
                 return
             admitted = verdict
         who = admitted.who if admitted is not None else "unix"

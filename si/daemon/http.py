@@ -210,15 +210,23 @@ class Response:
         self.finished = True
         await self._connection.send(h11.EndOfMessage())
 
-    async def json(self, status: int, body: Any) -> None:
+    async def json(
+        self, status: int, body: Any, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         payload = json.dumps(body, separators=(",", ":")).encode()
-        await self.whole(status, payload, "application/json")
+        await self.whole(status, payload, "application/json", headers)
 
     async def empty(self, status: int, content_type: str | None = None) -> None:
         await self.whole(status, b"", content_type)
 
-    async def whole(self, status: int, payload: bytes, content_type: str | None) -> None:
-        headers = [("content-length", str(len(payload)))]
+    async def whole(
+        self,
+        status: int,
+        payload: bytes,
+        content_type: str | None,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> None:
+        headers = [("content-length", str(len(payload))), *(extra or [])]
         if content_type:
             headers.append(("content-type", content_type))
         if self._request.body_abandoned:

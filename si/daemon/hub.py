@@ -32,7 +32,7 @@ from si.daemon.node import NodeNotFound, node_runner_argv, node_spare_argv
 from si.daemon.options import HubOptions
 from si.daemon.pipe import LagLimit
 from si.daemon.record import InstanceRecord, InstanceStatus, RunOutcome
-from si.daemon.restart import GiveUp, Restart, RestartPolicy
+from si.daemon.restart import Decision, GiveUp, Restart, RestartPolicy, Stay
 from si.daemon.routes import TopicRoutes, broadcast_event
 from si.daemon.sequences import Sequence, load_sequences
 from si.daemon.spawn import Spawner, SpawnError
@@ -292,16 +292,9 @@ class Hub:
                 raise
             raise RunnerNotStarted(f"cannot start a runner: {exc}") from exc
         headroom.release()  # no checkpoint from here to the pidfd: the fds are ours
-        try:
-            instance.attach_spawned(pid)
-        except OutOfFileDescriptors:
-            await self.supervisor.abandon(instance, pid)
-            raise
-        instance.make_link(token, str(files.socket))
+        await self._watch_spawned(instance, pid, token)
         self.instances[instance_id] = instance
         sequence.instances.append(instance_id)
-        self.supervisor.watch(instance)
-        self._enforce_limits(instance)
         with trio.move_on_after(START_TIMEOUT):
             async with trio.open_nursery() as waiters:
                 for event in (instance.ready, instance.run_over):
@@ -325,6 +318,22 @@ class Hub:
             raise SequenceFailed(f"Sequence did not start within {START_TIMEOUT:.0f} s")
         raise SequenceFailed(record.reason or "Runner failed")
 
+    async def _watch_spawned(self, instance: Instance, pid: int, token: str) -> None:
+        """Watch the runner the keeper just spawned for ``instance``: its pidfd, its link, its
+        limits.
+
+        Raises:
+            OutOfFileDescriptors: it could not be watched; it was killed through the keeper.
+        """
+        try:
+            instance.attach_spawned(pid)
+        except OutOfFileDescriptors:
+            await self.supervisor.abandon(instance, pid)
+            raise
+        instance.make_link(token, str(instance.files.socket))
+        self.supervisor.watch(instance)
+        self._enforce_limits(instance)
+
     async def _spawn(self, directory: Path, sequence: Sequence) -> int:
         """Have the keeper start the runner of ``directory``; its pid.
 
@@ -347,18 +356,16 @@ class Hub:
         state = instance.state
         now = time.time()
         exit_code = ExitCode.of(outcome.code)
-        if exit_code is not None and exit_code.is_load_failure and state.started is None:
-            # It never ran: a start that failed is the user's to fix, not to retry.
-            decision: Restart | GiveUp | None = None
-        else:
-            decided = state.restart_state.decide(
+        decision: Decision = Stay()
+        # A first run that did not load is the user's to fix, not to retry.
+        if not (exit_code is not None and exit_code.is_load_failure and state.started is None):
+            decision = state.restart_state.decide(
                 state.restart_policy,
                 failed=outcome.failed,
                 by_user=outcome.by_user,
                 started=state.run_started or state.created,
                 now=now,
             )
-            decision = decided if isinstance(decided, Restart | GiveUp) else None
         state.last_exit = outcome.last_exit(now)
         if isinstance(decision, Restart):
             log.info(
@@ -382,10 +389,7 @@ class Hub:
     def _resume_restart(self, instance: Instance) -> None:
         """A loaded instance was waiting for its restart when the last hub stopped: take what
         its runner saved and start the next at the recorded time."""
-        if instance.files.has_ended():
-            instance.collect_exit(None)
-        else:
-            instance.runner_gone()
+        instance.collect_unwatched_end()
         self.routes.route_ended(instance)
         self._schedule_restart(instance)
 
@@ -426,17 +430,9 @@ class Hub:
             token = _write_spawn(instance.files, state, sequence)
             instance.save()
             pid = await self._spawn(instance.directory, sequence)
-            headroom.release()
-            try:
-                instance.attach_spawned(pid)
-            except OutOfFileDescriptors:
-                await self.supervisor.abandon(instance, pid)
-                raise
         finally:
-            headroom.release()
-        instance.make_link(token, str(instance.files.socket))
-        self.supervisor.watch(instance)
-        self._enforce_limits(instance)
+            headroom.release()  # no checkpoint from here to the pidfd: the fds are ours
+        await self._watch_spawned(instance, pid, token)
         self.routes.route(instance)  # the required topic into the new runner's input
 
     def broadcast_event(self, source: Instance, name: str, message: Any) -> None:

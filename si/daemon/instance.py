@@ -161,10 +161,14 @@ class Instance:
     def may_restart(self) -> bool:
         return self.state.restart_policy.mode is not RestartMode.NO
 
-    def _close(self) -> None:
-        """No runner any more: end the streams and wake every waiter."""
+    def _runner_ended(self) -> None:
+        """The current runner is gone (how, and what follows, is for the caller to say)."""
         self.exited = True
         self.run_over.set()
+
+    def _close(self) -> None:
+        """No runner any more: end the streams and wake every waiter."""
+        self._runner_ended()
         if not self.output.ended:
             self.output.close()  # killed mid-stream: readers end after what was saved
         self.events.close()
@@ -265,8 +269,7 @@ class Instance:
         if wait_code is None:
             wait_code = self.files.read_wait_code()
         self._recover_output(record.output if record is not None else None)
-        self.exited = True
-        self.run_over.set()
+        self._runner_ended()
         outcome = exit_status(
             record.code if record is not None else None,
             record.reason if record is not None else None,
@@ -282,12 +285,16 @@ class Instance:
             outcome = dataclasses.replace(outcome, by_user=True)
         return outcome
 
-    def runner_gone(self) -> None:
-        """The runner vanished without a word (no exit record) while no hub watched."""
-        self.exited = True
-        self.run_over.set()
+    def collect_unwatched_end(self) -> RunOutcome | None:
+        """A runner that ended while no hub watched: how, from the files it and the keeper
+        left (its saved output joins the stream); None when it left none, having vanished
+        without a word (its unsaved output is lost)."""
+        if self.files.has_ended():
+            return self.collect_exit(None)
+        self._runner_ended()
         self._start_unknown_pipe()
         self._end_run_output()
+        return None
 
     def _start_unknown_pipe(self) -> None:
         """A runner ended unseen and left no record of its output: what it wrote after the
@@ -377,7 +384,7 @@ class Instance:
         # Only the current runner's bytes are acknowledged to it: after a restart the pipe may
         # still hold the previous runner's, which its successor never sent.
         head = self.output.head
-        owed = head - max(self._output_acked_to, self.state.output_base)
+        owed = head - self._output_acked_to  # never below the current runner's output_base
         if owed <= 0:
             return
         self._output_acked_to = head

@@ -115,10 +115,7 @@ class Supervisor:
         if runner.boot_id != boot_id():
             # Whatever the runner wrote as the machine went down (a SIGTERM, say), it did not
             # end by itself: the policy restarts it or it is lost.
-            if instance.files.has_ended():
-                instance.collect_exit(None)  # for the output it saved
-            else:
-                instance.runner_gone()
+            instance.collect_unwatched_end()  # for the output it saved, if any
             outcome = RunOutcome(InstanceStatus.LOST, "Instance lost: the machine rebooted", -1)
             self.on_run_end(instance, outcome, False)
             return
@@ -134,15 +131,13 @@ class Supervisor:
             )
             self.nursery.start_soon(self._adopt_later, instance)
             return
-        if not attached:
-            if instance.files.has_ended():
-                outcome = instance.collect_exit(None)  # it ended while no hub was watching
-            else:
+        if not attached:  # it ended while no hub was watching
+            ended = instance.collect_unwatched_end()
+            if ended is None:
                 reason = "Instance lost: runner process is gone (or its pid was reused)"
                 log.warning("instance %s: %s", instance.id, reason)
-                instance.runner_gone()
-                outcome = RunOutcome(InstanceStatus.LOST, reason, -1)
-            self.on_run_end(instance, outcome, False)
+                ended = RunOutcome(InstanceStatus.LOST, reason, -1)
+            self.on_run_end(instance, ended, False)
             return
         instance.make_link(token, socket_path, prove_within=ADOPT_PROOF_TIMEOUT)
         self.watch(instance)
