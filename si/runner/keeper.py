@@ -274,6 +274,7 @@ class Keeper:
                     self.serve_client(client)
                     self.spares.fill()  # replace a spare taken, once the start has its answer
             self.reap()  # signals can coalesce: a pass after every wake-up costs little
+            self.spares.shrink_when_quiet()
 
 
 def _leave(signum: int, frame: object) -> None:

@@ -38,9 +38,20 @@ from pathlib import Path
 
 from si.protocol.instance_dir import FILE_NAMES
 
-# How many spares the keeper keeps booted per kind of runner. Each costs an idle Node.js
-# process (~12 MiB PSS); one more than one lets back-to-back starts find a booted spare.
+# How many spares the keeper keeps booted per kind of runner while starts are few. Each costs
+# an idle Node.js process (~9 MiB PSS); one more than one lets back-to-back starts find a
+# booted spare.
 SPARES = 2
+# The pool grows with demand up to this many: a start that had to wait for its spare to
+# finish booting doubles the pool, so a burst of starts has boots running ahead of it on every
+# core instead of two at a time. Spares boot only after a start has its answer (never on a
+# start's path), so the bound is on the memory of idle spares after a burst, not on latency.
+SPARES_LIMIT = 8
+# A start waited for its spare when the answer took longer than this (a booted spare answers
+# in well under a millisecond).
+BOOTING_WAIT = 0.005
+# Back to SPARES once no start has waited for a spare for this long: the extra spares retire.
+SHRINK_AFTER = 60.0
 # The files a spare owns until its assignment moves them into the instance directory.
 SPARE_FILES = tuple(FILE_NAMES[role] for role in ("stdout", "stderr", "socket"))
 # How long a start waits for a spare to answer its assignment (one still booting answers
@@ -64,10 +75,21 @@ class Spare:
 class SparePool:
     """The spares of one keeper: all of one kind (the argv of the latest request that asked)."""
 
-    def __init__(self, directory: Path, start: StartChild, size: int = SPARES) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        start: StartChild,
+        size: int = SPARES,
+        limit: int = SPARES_LIMIT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.directory = directory
         self.start = start
-        self.size = size
+        self.base = size
+        self.limit = max(limit, size)
+        self.size = size  # the current target: base, or more while starts outrun the boots
+        self.clock = clock
+        self.last_wait = -SHRINK_AFTER  # when a start last waited for its spare to boot
         self.argv: list[str] | None = None
         self.spares: list[Spare] = []  # oldest first: the likeliest to have finished booting
         # Leftovers of a keeper that was killed: their spares saw end-of-file and exited.
@@ -96,7 +118,10 @@ class SparePool:
             # memory) since it booted may still be unreaped, and the line may fit the socket's
             # buffer: only its answer proves it took the instance.
             spare.control.settimeout(HANDOVER_TIMEOUT)
+            asked = self.clock()
             taken = spare.control.recv(16).startswith(b"ok")
+            if taken and self.clock() - asked > BOOTING_WAIT:
+                self.demand_outran_boots()
         except OSError:
             taken = False  # another filesystem, a removed directory, a dead or stuck spare
         if not taken:
@@ -111,6 +136,20 @@ class SparePool:
         with contextlib.suppress(OSError):
             spare.directory.rmdir()
         return spare.pid
+
+    def demand_outran_boots(self) -> None:
+        """A start waited for its spare to boot: keep more booted ahead (up to the limit)."""
+        self.last_wait = self.clock()
+        self.size = min(self.limit, self.size * 2)
+
+    def shrink_when_quiet(self) -> None:
+        """Back to the base size once no start has waited for a while; the newest extra spares
+        retire (the oldest are the likeliest to have booted)."""
+        if self.size == self.base or self.clock() - self.last_wait < SHRINK_AFTER:
+            return
+        self.size = self.base
+        while len(self.spares) > self.size:
+            self._retire(self.spares.pop())
 
     def fill(self) -> None:
         """Boot spares until there are ``size`` of the remembered kind."""
