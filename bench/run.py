@@ -525,6 +525,47 @@ def bench_topics(results: Results, quick: bool) -> None:
         )
 
 
+def bench_js_text(results: Results, quick: bool) -> None:
+    try:
+        out = script("js_text.py", "--lines", "200000" if quick else "1000000", "--json")
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        results.note(f"js-text skipped: {exc}")
+        return
+    for case in json_lines(out):
+        lines, size = f"{case['lines']:,} lines of {case['line_bytes']} B", case["line_bytes"]
+        bar, python = case["bar_lines_per_s"], case["python_lines_per_s"]
+        results.add(
+            Figure(
+                "js-text",
+                f"{lines}, JS generator passthrough",
+                "lines/s",
+                case["node_lines_per_s"],
+                target=f">= {bar:,} lines/s",
+                goal=(">=", bar),
+                note="2x a Node pipeline of the same lines over a socket pair, / 4 transfers",
+            )
+        )
+        results.add(
+            Figure(
+                "js-text",
+                f"  Node stream.pipeline of the {size} B lines, in-process, same run",
+                "lines/s",
+                case["reference_lines_per_s"],
+            )
+        )
+        results.add(
+            Figure(
+                "js-text",
+                f"  the JS rate as a share of the Python per-line rate ({python:,} lines/s)",
+                "%",
+                round(100 * case["node_lines_per_s"] / python, 1),
+                target=">= 100 %",
+                goal=(">=", 100),
+                note="output NDJSON (an object stream, STH's rule) against Python's text",
+            )
+        )
+
+
 def bench_stack(results: Results, quick: bool) -> None:
     try:
         out = script("stack.py", "--runs", "2" if quick else "5", "--json", timeout=600)
@@ -1055,6 +1096,7 @@ SECTIONS: dict[str, Callable[[Results, bool], None]] = {
     "topics": bench_topics,
     "supervision": bench_supervision,
     "stack": bench_stack,
+    "js-text": bench_js_text,
 }
 
 

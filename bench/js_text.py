@@ -1,0 +1,175 @@
+"""Text lines through a JavaScript passthrough, beside what Node and the Python runner do.
+
+Three figures for each line size (12 B and 1 KiB), in one run:
+
+- ``reference``: a plain Node ``stream.pipeline`` of the same lines, one string each, from
+  ``Readable.from`` into one end of a Unix socket pair and counted at the other, in one process.
+  A line through si crosses four such transfers (client -> hub -> runner -> hub -> client), so
+  the issue's bar is twice this rate divided by four.
+- ``node``: the sequence users write for a JS passthrough,
+  ``input => Readable.from(async function* () { for await (const l of input) yield l }())``,
+  through a real hub: text/plain in, the output read back (NDJSON, as STH's rule has it for an
+  object stream) and checked to carry exactly the bytes that went in.
+- ``python``: the Python runner's per-line passthrough (``async for line in input: yield
+  line``) on the same bytes.
+
+Rates are lines/s from the first byte sent to the last byte read back.
+
+    python bench/js_text.py [--lines 1000000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from runners import blocks  # bench/ is on the path: these scripts run as files
+
+from si.client import HubClient
+from si.daemon.node import node_executable
+from si.testing import make_package, python_package, running_hub
+
+NODE_PASSTHROUGH = make_package(
+    {
+        "index.js": (
+            "const { Readable } = require('node:stream');\n"
+            "module.exports = (input) =>\n"
+            "  Readable.from(async function* () { for await (const l of input) yield l; }());\n"
+        )
+    },
+    {"name": "bench", "version": "1.0.0", "main": "index.js", "engines": {"node": ">=20"}},
+)
+PYTHON_PASSTHROUGH = python_package(
+    "async def run(context, input, *args):\n    async for line in input:\n        yield line\n"
+)
+# The same lines through a socket pair inside one Node process: the reference rate.
+REFERENCE_JS = textwrap.dedent(
+    """
+    const net = require('node:net');
+    const { Readable, pipeline } = require('node:stream');
+    const [count, size, path] = [Number(process.argv[1]), Number(process.argv[2]), process.argv[3]];
+    const lines = [];
+    let total = 0;
+    for (let n = 0; n < count; n++) {
+      const line = `line ${n}`.padEnd(size - 1, 'x') + '\\n';
+      lines.push(line);
+      total += line.length;
+    }
+    let began;
+    const server = net.createServer((socket) => {
+      let received = 0;
+      socket.on('data', (data) => {
+        received += data.length;
+        if (received < total) return;
+        const seconds = Number(process.hrtime.bigint() - began) / 1e9;
+        console.log(JSON.stringify({ lines_per_s: count / seconds }));
+        process.exit(0);
+      });
+    });
+    server.listen(path, () => {
+      const client = net.connect(path, () => {
+        began = process.hrtime.bigint();
+        pipeline(Readable.from(lines), client, () => {});
+      });
+    });
+    """
+)
+SIZES = (12, 1024)
+
+
+def lines_of(count: int, size: int) -> bytes:
+    """``count`` lines of ``size`` bytes each, newline included (as REFERENCE_JS makes them)."""
+    return b"".join((b"line %d" % n).ljust(size - 1, b"x") + b"\n" for n in range(count))
+
+
+def reference_rate(count: int, size: int, directory: Path) -> float:
+    socket_path = directory / f"reference-{size}.sock"
+    out = subprocess.run(
+        [node_executable(), "-e", REFERENCE_JS, str(count), str(size), str(socket_path)],
+        capture_output=True,
+        check=True,
+        timeout=300,
+    )
+    return float(json.loads(out.stdout)["lines_per_s"])
+
+
+def through_hub(client: HubClient, sequence: str, data: bytes, ndjson: bool) -> float:
+    """Seconds for ``data`` to go through an instance of ``sequence`` and come back whole."""
+    instance = client.start_sequence(sequence, {})["id"]
+    received = bytearray()
+
+    def read() -> None:
+        for chunk in client.stream(f"instance/{instance}/output", follow=False):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    began = time.perf_counter()
+    reader.start()
+    client.send_input(instance, blocks(data), content_type="text/plain", end=True)
+    reader.join(600)
+    elapsed = time.perf_counter() - began
+    if ndjson:
+        back = b"".join(json.loads(line).encode() for line in bytes(received).splitlines())
+    else:
+        back = bytes(received)
+    if back != data:
+        raise RuntimeError("the passthrough lost or changed lines")
+    return elapsed
+
+
+def measure(count: int) -> list[dict[str, Any]]:
+    cases = []
+    with (
+        tempfile.TemporaryDirectory(prefix="si-bench-") as tmp,
+        running_hub(Path(tmp) / "home") as hub,
+    ):
+        client = HubClient(hub.address)
+        node = client.send_sequence(NODE_PASSTHROUGH)["id"]
+        python = client.send_sequence(PYTHON_PASSTHROUGH)["id"]
+        client.start_sequence(node, {})  # warm-up: keeper, spares, page cache
+        for size in SIZES:
+            lines = count if size < 100 else count // 10
+            data = lines_of(lines, size)
+            reference = reference_rate(lines, size, Path(tmp))
+            node_rate = lines / through_hub(client, node, data, ndjson=True)
+            python_rate = lines / through_hub(client, python, data, ndjson=False)
+            cases.append(
+                {
+                    "line_bytes": size,
+                    "lines": lines,
+                    "reference_lines_per_s": round(reference),
+                    "bar_lines_per_s": round(2 * reference / 4),
+                    "node_lines_per_s": round(node_rate),
+                    "python_lines_per_s": round(python_rate),
+                }
+            )
+    return cases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--lines", type=int, default=1_000_000, help="12 B lines (1 KiB: /10)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line size")
+    options = parser.parse_args()
+    for case in measure(options.lines):
+        if options.json:
+            print(json.dumps(case))
+        else:
+            print(
+                f"{case['line_bytes']:>5} B lines: node {case['node_lines_per_s']:,}/s, "
+                f"python {case['python_lines_per_s']:,}/s, Node pipeline "
+                f"{case['reference_lines_per_s']:,}/s (bar: {case['bar_lines_per_s']:,}/s)"
+            )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
