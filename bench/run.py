@@ -8,7 +8,7 @@ Each section runs against temporary hubs of its own (``si.testing``) and leaves 
 behind. Figures are medians of repeated runs with min and max; a section that fails prints
 why and the others still run. The scripts beside this one (``start_latency.py``,
 ``runners.py``, ``reconnect.py``, ``fault.py``, ``cli_speed.py``, ``topics.py``,
-``supervision.py``, ``stack.py``) are run as
+``supervision.py``, ``stack.py``, ``js_text.py``) are run as
 they are, in a subprocess each, and their figures taken from their output.
 
 The JSON file (``bench/results/latest.json`` unless ``--json`` says otherwise; git-ignored)
