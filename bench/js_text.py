@@ -26,12 +26,10 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-from runners import blocks  # bench/ is on the path: these scripts run as files
+from runners import passthrough_seconds  # bench/ is on the path: these scripts run as files
 
 from si.client import HubClient
 from si.daemon.node import node_executable
@@ -101,28 +99,9 @@ def reference_rate(count: int, size: int, directory: Path) -> float:
     return float(json.loads(out.stdout)["lines_per_s"])
 
 
-def through_hub(client: HubClient, sequence: str, data: bytes, ndjson: bool) -> float:
-    """Seconds for ``data`` to go through an instance of ``sequence`` and come back whole."""
-    instance = client.start_sequence(sequence, {})["id"]
-    received = bytearray()
-
-    def read() -> None:
-        for chunk in client.stream(f"instance/{instance}/output", follow=False):
-            received.extend(chunk)
-
-    reader = threading.Thread(target=read, daemon=True)
-    began = time.perf_counter()
-    reader.start()
-    client.send_input(instance, blocks(data), content_type="text/plain", end=True)
-    reader.join(600)
-    elapsed = time.perf_counter() - began
-    if ndjson:
-        back = b"".join(json.loads(line).encode() for line in bytes(received).splitlines())
-    else:
-        back = bytes(received)
-    if back != data:
-        raise RuntimeError("the passthrough lost or changed lines")
-    return elapsed
+def ndjson_strings(output: bytes) -> bytes:
+    """The bytes an NDJSON output of strings carries: each line's string, in order."""
+    return b"".join(json.loads(line).encode() for line in output.splitlines())
 
 
 def measure(count: int) -> list[dict[str, Any]]:
@@ -139,8 +118,10 @@ def measure(count: int) -> list[dict[str, Any]]:
             lines = count if size < 100 else count // 10
             data = lines_of(lines, size)
             reference = reference_rate(lines, size, Path(tmp))
-            node_rate = lines / through_hub(client, node, data, ndjson=True)
-            python_rate = lines / through_hub(client, python, data, ndjson=False)
+            node_rate = lines / passthrough_seconds(
+                client, node, data, "text/plain", decode=ndjson_strings
+            )
+            python_rate = lines / passthrough_seconds(client, python, data, "text/plain")
             cases.append(
                 {
                     "line_bytes": size,

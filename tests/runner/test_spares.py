@@ -12,6 +12,7 @@ import pytest
 
 from si.runner import spares
 from si.runner.spares import SPARE_FILES, SparePool
+from tests.fakeclock import FakeClock
 
 # Stand-in spares: each reads its assignment line on the control socket (fd argv[1]), then
 # behaves as the test asks.
@@ -110,7 +111,7 @@ def test_a_start_that_waits_for_a_booting_spare_grows_the_pool_up_to_its_limit(
 
 @pytest.mark.timeout(30)
 def test_a_quiet_pool_shrinks_back_and_retires_the_extra_spares(tmp_path: Path) -> None:
-    now = [1000.0]
+    clock = FakeClock()
     children: list[subprocess.Popen[bytes]] = []
 
     def start(directory: Path, argv: list[str], control: socket.socket) -> int:
@@ -119,16 +120,16 @@ def test_a_quiet_pool_shrinks_back_and_retires_the_extra_spares(tmp_path: Path) 
         children.append(child)
         return child.pid
 
-    pool = SparePool(tmp_path / "spares", start, size=2, limit=8, clock=lambda: now[0])
+    pool = SparePool(tmp_path / "spares", start, size=2, limit=8, clock=clock)
     assert pool.take(["spare"], tmp_path) is None
     pool.demand_outran_boots()
     pool.demand_outran_boots()
     pool.fill()
     assert (pool.size, len(pool.spares)) == (8, 8)
-    now[0] += spares.SHRINK_AFTER - 1
+    clock.now += spares.SHRINK_AFTER - 1
     pool.shrink_when_quiet()
     assert len(pool.spares) == 8  # not quiet for long enough yet
-    now[0] += 1
+    clock.now += 1
     pool.shrink_when_quiet()
     assert (pool.size, len(pool.spares)) == (2, 2)
     kept = {spare.pid for spare in pool.spares}
