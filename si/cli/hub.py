@@ -284,6 +284,30 @@ def audit() -> None:
         cli.renderer.stream(client.audit())
 
 
+@command(app, "console", example=["si hub console", "si hub console --open --port 8080"])
+@click.option(
+    "--port",
+    metavar="N",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Loopback port for the page (0: any free one).",
+)
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a web browser.")
+def console(port: int, open_browser: bool) -> None:
+    """Open the web console on a loopback port and print its one-time link (until interrupted)."""
+    cli = state()
+    address = cli.hub_address()
+    with cli.client() as client:
+        client.version()  # a clear "no hub" error now, rather than a page that says so later
+    from si.console.run import run_console
+
+    token = None
+    if not address.startswith("/"):
+        token = os.environ.get("SI_TOKEN") or cli.profile.token or None
+    run_console(address, port, token=token, ca=cli.ca, open_browser=open_browser)
+
+
 # -- service -----------------------------------------------------------------------------------
 
 service = group("service", "Start the hub at boot with systemd (install, uninstall).", parent=app)

@@ -38,6 +38,7 @@ from si.daemon.sequences import (
     rename_sequence,
     store_upload,
 )
+from si.daemon.static import SECURITY_HEADERS, ConsoleFiles
 from si.daemon.topics import DEFAULT_CONTENT_TYPE, MessageSplitter, Topic, TopicError
 from si.errors import PackageError
 from si.fsutil import is_disk_full, is_exhaustion, write_all
@@ -62,6 +63,8 @@ CONNECT_TIMEOUT = 5.0
 FILE_POLL_FIRST = 0.01
 FILE_POLL_MAX = 0.2
 FILE_READ_SIZE = 256 * 1024
+# Where a topic peek starts: about this many bytes before the newest.
+PEEK_BACK = 16 * 1024
 
 # Every gzip stream starts with these two bytes: anything else is refused at its first chunk.
 GZIP_MAGIC = b"\x1f\x8b"
@@ -96,6 +99,7 @@ class Api:
         self.access = access
         self.locks = Locks(trio.current_time)
         self._input_locks: dict[str, trio.Lock] = {}
+        self.console = ConsoleFiles()
         route = self._route
         self.routes: list[tuple[str, re.Pattern[str], RouteHandler]] = [
             route("GET", "/version", self.version),
@@ -134,6 +138,11 @@ class Api:
             route("POST", "/instance/(?P<id>[^/]+)/_stop", self.stop_instance),
             route("GET", "/metrics", self.metrics),
             route("GET", "/top", self.top),
+            # si's, for the web console: the whole hub pushed once a second, every event of an
+            # instance, and a look at a topic that consumes nothing.
+            route("GET", "/watch", self.watch),
+            route("GET", "/instance/(?P<id>[^/]+)/events", self.all_events),
+            route("GET", "/topics/(?P<name>[^/]+)/peek", self.peek_topic),
             route("GET", "/sequence/(?P<id>[^/]+)/package", self.sequence_package),
             route("POST", "/lock/(?P<name>[A-Za-z0-9._-]{1,64})", self.take_lock),
             route("DELETE", "/lock/(?P<name>[A-Za-z0-9._-]{1,64})", self.release_lock),
@@ -148,6 +157,13 @@ class Api:
         return method, re.compile(f"{API_BASE}{pattern}"), handler
 
     async def __call__(self, request: Request, response: Response) -> None:
+        if request.method == "GET":
+            name = ConsoleFiles.name_of(request.path)
+            if name is not None:
+                # The console's own files are the wheel's, the same for everyone: they are
+                # served without a token; everything the page then asks the API for needs one.
+                await self._console_file(request, response, name)
+                return
         admitted: Admitted | None = None
         if request.remote:
             verdict = (
@@ -247,6 +263,22 @@ class Api:
                 await response.json(404, {"error": f"Instance {instance_id} not found"})
                 return
         await response.empty(404)
+
+    async def _console_file(self, request: Request, response: Response, name: str) -> None:
+        try:
+            found = self.console.get(name)
+        except OSError as exc:
+            log.warning("cannot read the console's %s: %s", name, exc)
+            await response.json(500, {"error": f"the hub cannot read its console ({exc})"})
+            return
+        if found is None:
+            await response.json(404, {"error": f"no console file {request.path}"})
+            return
+        headers = [*SECURITY_HEADERS, ("etag", found.etag)]
+        if request.header("if-none-match") == found.etag:
+            await response.whole(304, b"", None, headers)
+            return
+        await response.whole(200, found.body, found.content_type, headers)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -398,6 +430,43 @@ class Api:
         topic = self._topic(request.params["name"], content_type)
         await self._serve_pipe(request, response, topic.pipe)
 
+    async def peek_topic(self, request: Request, response: Response) -> None:
+        """si's: a topic's messages as they pass, from about the last ``?back=`` bytes (16 KiB;
+        whole lines for the line types), without consuming them or holding the topic back.
+        A peek that falls behind skips what the topic no longer holds; it never slows it."""
+        name = request.params["name"]
+        topic = self.hub.topics.topics.get(name)
+        if topic is None:
+            raise ApiError(404, f"Topic {name} not found")
+        try:
+            back = int(request.query.get("back", PEEK_BACK))
+        except ValueError:
+            raise ApiError(400, "back must be a number of bytes") from None
+        pipe = topic.pipe
+        position = max(pipe.tail - max(back, 0), pipe.floor)
+        lines = topic.content_type != "application/octet-stream"
+        await response.start(
+            200,
+            [
+                ("content-type", topic.content_type),
+                ("cache-control", "no-store"),
+                ("x-si-offset", str(position)),
+            ],
+        )
+        partial = lines and position > pipe.floor  # may start inside a message
+        while (glanced := await pipe.glance(position)) is not None:
+            start, data = glanced
+            if start > position:
+                partial = lines  # skipped ahead: the first bytes may be a message's middle
+            position = start + len(data)
+            if partial:
+                cut = data.find(b"\n")
+                if cut < 0:
+                    continue
+                data, partial = data[cut + 1 :], False
+            await response.write(data)
+        await response.end()
+
     async def load_check(self, request: Request, response: Response) -> None:
         await response.json(200, await trio.to_thread.run_sync(load_figures, self.hub))
 
@@ -429,6 +498,23 @@ class Api:
         self.hub.settle()
         snapshot = metrics.gather(self.hub)
         await response.json(200, await trio.to_thread.run_sync(metrics.top_view, snapshot))
+
+    async def watch(self, request: Request, response: Response) -> None:
+        """si's: the console's feed, one NDJSON line of the whole hub per ``interval`` seconds
+        (at least 1), until the client goes away (si.daemon.overview)."""
+        from si.daemon import overview
+
+        try:
+            interval = overview.interval_of(request.query.get("interval"))
+        except ValueError:
+            raise ApiError(400, "interval must be a number of seconds") from None
+        await response.start(
+            200, [("content-type", "application/x-ndjson"), ("cache-control", "no-store")]
+        )
+        while True:
+            line = await trio.to_thread.run_sync(overview.encode, overview.gather(self.hub))
+            await response.write(line)
+            await trio.sleep(interval)
 
     async def sequence_package(self, request: Request, response: Response) -> None:
         """si's: the sequence's package as a tar.gz, packed again from what the hub stored (its
@@ -735,6 +821,26 @@ class Api:
             async for message in receive:
                 line = json.dumps(message if message else {}, separators=(",", ":"))
                 await response.write(line.encode() + b"\n")
+        await response.end()
+
+    async def all_events(self, request: Request, response: Response) -> None:
+        """si's: every event the instance emits, as NDJSON ``{"eventName", "message"}`` lines,
+        starting with the last one of each name seen so far; ends when the instance does."""
+        instance = self._instance(request)
+        seen, receive = instance.events.watch()
+        await response.start(
+            200, [("content-type", "application/x-ndjson"), ("cache-control", "no-store")]
+        )
+
+        def line(name: str, message: Any) -> bytes:
+            body = {"eventName": name, "message": message}
+            return json.dumps(body, separators=(",", ":"), default=str).encode() + b"\n"
+
+        async with receive:
+            for name, message in seen:
+                await response.write(line(name, message))
+            async for name, message in receive:
+                await response.write(line(name, message))
         await response.end()
 
     async def instance_input(self, request: Request, response: Response) -> None:

@@ -25,6 +25,8 @@ class EventBoard:
         self._next: dict[str, trio.Event] = {}
         self._values: dict[str, Any] = {}
         self._subscribers: dict[str, set[trio.MemorySendChannel[Any]]] = {}
+        # Subscribers to every name (the console's event view): (name, message) pairs.
+        self._watchers: set[trio.MemorySendChannel[tuple[str, Any]]] = set()
         self.closed = False
 
     def publish(self, name: str, message: Any) -> None:
@@ -39,6 +41,12 @@ class EventBoard:
             except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
                 self._subscribers[name].discard(channel)
                 channel.close()
+        for watcher in list(self._watchers):
+            try:
+                watcher.send_nowait((name, message))
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                self._watchers.discard(watcher)
+                watcher.close()
 
     def last(self, name: str) -> Any:
         """The last message of ``name``, or the module's missing marker."""
@@ -65,6 +73,16 @@ class EventBoard:
         self._subscribers.setdefault(name, set()).add(send)
         return receive
 
+    def watch(self) -> tuple[list[tuple[str, Any]], trio.MemoryReceiveChannel[tuple[str, Any]]]:
+        """Every name's last message so far, and a channel of every (name, message) after it;
+        bounded like a named subscription. Ends at once for an instance that ended."""
+        send, receive = trio.open_memory_channel[tuple[str, Any]](SUBSCRIBER_BACKLOG)
+        if self.closed:
+            send.close()
+        else:
+            self._watchers.add(send)
+        return list(self._last.items()), receive
+
     def close(self) -> None:
         """The instance ended: streams end, and waiters for a next message get None."""
         self.closed = True
@@ -76,3 +94,6 @@ class EventBoard:
             for channel in channels:
                 channel.close()
         self._subscribers.clear()
+        for watcher in self._watchers:
+            watcher.close()
+        self._watchers.clear()

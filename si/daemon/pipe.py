@@ -233,6 +233,19 @@ class OutputPipe:
                     await self._changed.wait()
                 self._enforce()
 
+    async def glance(self, position: int) -> tuple[int, bytes] | None:
+        """Bytes from ``position`` without being a reader (a console's live peek at a topic):
+        nothing waits for a glance and nothing counts it as consumed. A glance that fell
+        behind what is held goes on from the oldest byte held; the start it returns tells.
+        ``None`` at the end of the stream."""
+        while True:
+            position = max(position, self.floor)
+            if position < self.tail:
+                return position, self._peek(position)
+            if self.ended or self.closed:
+                return None
+            await self._changed.wait()
+
     def delivered(self, reader: PipeReader, nbytes: int) -> None:
         reader.position += nbytes
         if self._hold is not None or (self.lag_limit is not None and len(self._readers) > 1):
