@@ -74,3 +74,17 @@ def console(hub: HubProcess) -> Iterator[ConsoleProcess]:
         yield running
     finally:
         running.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    """Headless Chromium; skipped where it is not installed, except in CI, which must run it."""
+    from tests.console.browser import browser_missing, chromium
+
+    missing = browser_missing()
+    if missing is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the console's browser tests must run in CI: {missing}")
+        pytest.skip(missing)
+    with chromium() as driver:
+        yield driver

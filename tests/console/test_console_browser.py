@@ -1,0 +1,208 @@
+"""The console in a real browser (headless Chromium) against a real hub and real runners:
+upload -> start -> output -> kill; a thousand instances; the hub crashing while a page follows
+an instance's output; a TCP hub's token; a phone-sized screen and the keyboard."""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+
+from si.client import HubClient
+from si.testing import HubProcess, python_package
+from tests.console.conftest import COUNTER, ConsoleProcess
+from tests.netutil import free_port
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
+
+T = TypeVar("T")
+
+IDLE = """
+import asyncio
+async def run(context, input):
+    await asyncio.sleep(3600)
+    yield 0
+"""
+
+
+def until(driver: WebDriver, check: Callable[[WebDriver], T], timeout: float = 15) -> T:
+    """Poll the page until ``check`` answers something true (errors count as not yet)."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check(driver)
+            if value:
+                return value
+        except Exception as exc:  # the element is not there yet, or was just replaced
+            last = exc
+        time.sleep(0.05)
+    raise AssertionError(f"the page did not get there in {timeout} s (last error: {last})")
+
+
+def css(driver: WebDriver, selector: str) -> WebElement:
+    return driver.find_element(By.CSS_SELECTOR, selector)
+
+
+def numbers_in(driver: WebDriver) -> list[int]:
+    text = css(driver, "[data-stream=output]").text
+    return [int(word) for word in re.findall(r"^\d+$", text, re.M)]
+
+
+def counter_package(tmp_path: Path) -> Path:
+    path = tmp_path / "counter.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        for name in ("index.py", "package.json"):
+            archive.add(COUNTER / name, arcname=name)
+    return path
+
+
+def test_upload_start_see_output_then_kill(
+    browser: WebDriver, console: ConsoleProcess, tmp_path: Path
+) -> None:
+    driver = browser
+    driver.get(console.url)
+    until(driver, lambda d: "connected" in css(d, "#hub-state").text)
+    css(driver, "nav a[data-view=sequences]").click()
+    upload = until(driver, lambda d: css(d, "[data-file]"))
+    upload.send_keys(str(counter_package(tmp_path)))
+    state = until(driver, lambda d: css(d, "[data-upload-state]").get_attribute("data-sequence"))
+    assert float(css(driver, "[data-progress]").get_attribute("value") or 0) == 1
+    start = until(driver, lambda d: css(d, f"tr[data-id='{state}'] button[data-act=start]"))
+    start.click()
+    until(driver, lambda d: css(d, "[data-start] [name=args]").is_displayed())
+    css(driver, "[data-start] [name=args]").send_keys("1000 100000 0.02")
+    css(driver, "[data-start] button[type=submit]").click()
+    until(driver, lambda d: d.current_url.split("#")[1].startswith("/instance/"))
+    numbers = until(driver, lambda d: len(numbers_in(d)) >= 10 and numbers_in(d))
+    assert numbers == list(range(1000, 1000 + len(numbers)))
+    until(driver, lambda d: css(d, "[data-fact=status]").text == "running")
+    css(driver, "[data-actions] button[data-act=kill]").click()
+    notice = until(driver, lambda d: css(d, "[data-notice]").is_displayed() and css(d, "[data-notice]"))
+    assert "has stopped" in notice.text
+    assert css(driver, "[data-fact=status]").text in ("completed", "errored")
+    assert until(driver, lambda d: css(d, "[data-state=output]").text == "ended")
+
+
+def test_a_thousand_instances_are_listed_and_filtered(
+    browser: WebDriver, hub: HubProcess, client: HubClient, console: ConsoleProcess
+) -> None:
+    sequence = client.send_sequence(python_package(IDLE))["id"]
+    ids = [client.start_sequence(sequence, {})["id"] for _ in range(1000)]
+    driver = browser
+    driver.get(console.url)
+    until(driver, lambda d: css(d, "[data-count]").text == "(1000 of 1000)", timeout=30)
+    rows = driver.find_elements(By.CSS_SELECTOR, "tbody[data-rows] tr")
+    assert len(rows) == 1000
+    assert {row.get_attribute("data-id") for row in rows} == set(ids)
+    milliseconds = driver.execute_script("return window.siConsole.lastRenderMs")
+    print(f"\n1,000-instance list: last render {milliseconds:.1f} ms")  # bench/console.py times it
+    css(driver, "[data-filter]").send_keys(ids[500][:13])
+    until(driver, lambda d: css(d, "[data-count]").text == "(1 of 1000)")
+    (visible,) = [r for r in rows if r.is_displayed()]
+    assert visible.get_attribute("data-id") == ids[500]
+
+
+COUNT_FAST = """
+import asyncio
+async def run(context, input):
+    n = 0
+    while True:
+        yield n
+        n += 1
+        await asyncio.sleep(0.01)
+"""
+
+
+def test_the_hub_crashes_while_the_page_follows_output_and_nothing_repeats(
+    browser: WebDriver, hub: HubProcess, client: HubClient, console: ConsoleProcess
+) -> None:
+    sequence = client.send_sequence(python_package(COUNT_FAST))["id"]
+    instance_id = client.start_sequence(sequence, {})["id"]
+    driver = browser
+    driver.get(console.url)
+    driver.get(f"{console.base}/console/#/instance/{instance_id}")
+    until(driver, lambda d: len(numbers_in(d)) >= 30)
+    hub.crash()
+    banner = until(driver, lambda d: css(d, "#banner").is_displayed() and css(d, "#banner"))
+    assert "not answering" in banner.text
+    before = len(numbers_in(driver))
+    time.sleep(1)
+    hub.start()
+    until(driver, lambda d: "connected" in css(d, "#hub-state").text, timeout=20)
+    until(driver, lambda d: len(numbers_in(d)) >= before + 100, timeout=20)
+    numbers = numbers_in(driver)
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # no gap, no repeat
+    assert numbers[0] == 0
+    assert not css(driver, "#banner").is_displayed()
+
+
+def test_a_tcp_hub_asks_for_a_token_and_says_when_one_is_wrong(
+    browser: WebDriver, tmp_path: Path
+) -> None:
+    port = free_port()
+    hub = HubProcess(tmp_path / "tcp", "--port", str(port)).start()
+    try:
+        driver = browser
+        driver.get(f"http://127.0.0.1:{port}/")
+        login = until(driver, lambda d: css(d, "#login").is_displayed() and css(d, "#login"))
+        field = css(driver, "#login-token")
+        field.send_keys("sit_wrong", Keys.ENTER)
+        until(driver, lambda d: "refused the token" in css(d, "#login-reason").text)
+        field.clear()
+        field.send_keys((hub.home / "admin.token").read_text().strip(), Keys.ENTER)
+        until(driver, lambda d: "connected" in css(d, "#hub-state").text)
+        assert not login.is_displayed()
+        assert css(driver, "[data-count]").text == "(0 of 0)"
+    finally:
+        hub.close()
+
+
+def test_a_stopped_instance_and_an_unknown_one_say_so(
+    browser: WebDriver, client: HubClient, console: ConsoleProcess
+) -> None:
+    sequence = client.send_sequence(python_package("async def run(context, input):\n    yield 1\n"))
+    instance_id = client.start_sequence(sequence["id"], {})["id"]
+    driver = browser
+    driver.get(console.url)
+    driver.get(f"{console.base}/console/#/instance/{instance_id}")
+    notice = until(driver, lambda d: css(d, "[data-notice]").is_displayed() and css(d, "[data-notice]"))
+    assert "has stopped (completed" in notice.text
+    driver.get(f"{console.base}/console/#/instance/no-such-instance")
+    gone = until(driver, lambda d: css(d, "[data-notice]").is_displayed() and css(d, "[data-notice]"))
+    assert "not on this hub" in gone.text
+
+
+def test_a_phone_screen_fits_and_the_keyboard_reaches_everything(
+    browser: WebDriver, client: HubClient, console: ConsoleProcess
+) -> None:
+    sequence = client.send_sequence(python_package(IDLE))["id"]
+    client.start_sequence(sequence, {})
+    driver = browser
+    driver.set_window_size(360, 740)
+    driver.get(console.url)
+    until(driver, lambda d: css(d, "[data-count]").text == "(1 of 1)")
+    width: Any = driver.execute_script("return document.documentElement.scrollWidth")
+    inner: Any = driver.execute_script("return window.innerWidth")
+    assert width <= inner  # nothing sticks out sideways at 360 px
+    body = css(driver, "body")
+    body.send_keys(Keys.TAB)
+    reached = []
+    for _ in range(25):
+        active = driver.switch_to.active_element
+        reached.append((active.tag_name, active.text or active.get_attribute("data-act") or ""))
+        active.send_keys(Keys.TAB)
+    assert ("a", "Skip to content") in reached
+    assert ("a", "Sequences") in reached
+    kinds = {text for tag, text in reached if tag == "button"}
+    assert {"Stop", "Kill", "Restart"} <= kinds
