@@ -4,7 +4,6 @@ an instance's output; a TCP hub's token; a phone-sized screen and the keyboard."
 
 from __future__ import annotations
 
-import io
 import re
 import tarfile
 import time
@@ -54,6 +53,11 @@ def css(driver: WebDriver, selector: str) -> WebElement:
     return driver.find_element(By.CSS_SELECTOR, selector)
 
 
+def shown(driver: WebDriver, selector: str) -> WebElement:
+    """The element once it is displayed."""
+    return until(driver, lambda d: css(d, selector).is_displayed() and css(d, selector))
+
+
 def numbers_in(driver: WebDriver) -> list[int]:
     text = css(driver, "[data-stream=output]").text
     return [int(word) for word in re.findall(r"^\d+$", text, re.M)]
@@ -88,7 +92,7 @@ def test_upload_start_see_output_then_kill(
     assert numbers == list(range(1000, 1000 + len(numbers)))
     until(driver, lambda d: css(d, "[data-fact=status]").text == "running")
     css(driver, "[data-actions] button[data-act=kill]").click()
-    notice = until(driver, lambda d: css(d, "[data-notice]").is_displayed() and css(d, "[data-notice]"))
+    notice = shown(driver, "[data-notice]")
     assert "has stopped" in notice.text
     assert css(driver, "[data-fact=status]").text in ("completed", "errored")
     assert until(driver, lambda d: css(d, "[data-state=output]").text == "ended")
@@ -134,7 +138,7 @@ def test_the_hub_crashes_while_the_page_follows_output_and_nothing_repeats(
     driver.get(f"{console.base}/console/#/instance/{instance_id}")
     until(driver, lambda d: len(numbers_in(d)) >= 30)
     hub.crash()
-    banner = until(driver, lambda d: css(d, "#banner").is_displayed() and css(d, "#banner"))
+    banner = shown(driver, "#banner")
     assert "not answering" in banner.text
     before = len(numbers_in(driver))
     time.sleep(1)
@@ -155,7 +159,7 @@ def test_a_tcp_hub_asks_for_a_token_and_says_when_one_is_wrong(
     try:
         driver = browser
         driver.get(f"http://127.0.0.1:{port}/")
-        login = until(driver, lambda d: css(d, "#login").is_displayed() and css(d, "#login"))
+        login = shown(driver, "#login")
         field = css(driver, "#login-token")
         field.send_keys("sit_wrong", Keys.ENTER)
         until(driver, lambda d: "refused the token" in css(d, "#login-reason").text)
@@ -176,10 +180,10 @@ def test_a_stopped_instance_and_an_unknown_one_say_so(
     driver = browser
     driver.get(console.url)
     driver.get(f"{console.base}/console/#/instance/{instance_id}")
-    notice = until(driver, lambda d: css(d, "[data-notice]").is_displayed() and css(d, "[data-notice]"))
+    notice = shown(driver, "[data-notice]")
     assert "has stopped (completed" in notice.text
     driver.get(f"{console.base}/console/#/instance/no-such-instance")
-    gone = until(driver, lambda d: css(d, "[data-notice]").is_displayed() and css(d, "[data-notice]"))
+    gone = shown(driver, "[data-notice]")
     assert "not on this hub" in gone.text
 
 
