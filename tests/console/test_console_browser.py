@@ -9,7 +9,7 @@ import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -34,7 +34,11 @@ async def run(context, input):
 """
 
 
-def until(driver: WebDriver, check: Callable[[WebDriver], T], timeout: float = 15) -> T:
+def until(
+    driver: WebDriver,
+    check: Callable[[WebDriver], T | Literal[False] | None],
+    timeout: float = 15,
+) -> T:
     """Poll the page until ``check`` answers something true (errors count as not yet)."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
