@@ -8,7 +8,7 @@ Each section runs against temporary hubs of its own (``si.testing``) and leaves 
 behind. Figures are medians of repeated runs with min and max; a section that fails prints
 why and the others still run. The scripts beside this one (``start_latency.py``,
 ``runners.py``, ``reconnect.py``, ``fault.py``, ``cli_speed.py``, ``topics.py``,
-``supervision.py``, ``stack.py``, ``js_text.py``) are run as
+``supervision.py``, ``stack.py``, ``js_text.py``, ``console.py``) are run as
 they are, in a subprocess each, and their figures taken from their output.
 
 The JSON file (``bench/results/latest.json`` unless ``--json`` says otherwise; git-ignored)
@@ -566,6 +566,33 @@ def bench_js_text(results: Results, quick: bool) -> None:
         )
 
 
+def bench_console(results: Results, quick: bool) -> None:
+    instances = "200" if quick else "1000"
+    try:
+        out = script("console.py", "--instances", instances, "--json", timeout=900)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        results.note(f"console skipped: {exc}")
+        return
+    for case in json_lines(out):
+        results.add(
+            Figure(
+                "console",
+                f"web console: {case['instances']:,}-instance list on screen after page load",
+                "ms",
+                case["listed_ms"],
+                case["listed_ms_min"],
+                case["listed_ms_max"],
+                case["loads"],
+                target="< 1000 ms",
+                goal=("<", 1000),
+                note=(
+                    f"rows built in {case['first_render_ms']} ms; each 1 s update "
+                    f"{case['update_ms']} ms; watch line {case['watch_line_bytes'] // 1024} KiB"
+                ),
+            )
+        )
+
+
 def bench_stack(results: Results, quick: bool) -> None:
     try:
         out = script("stack.py", "--runs", "2" if quick else "5", "--json", timeout=600)
@@ -1097,6 +1124,7 @@ SECTIONS: dict[str, Callable[[Results, bool], None]] = {
     "supervision": bench_supervision,
     "stack": bench_stack,
     "js-text": bench_js_text,
+    "console": bench_console,
 }
 
 

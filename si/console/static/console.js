@@ -429,6 +429,10 @@ function instancesView() {
       setText(c.restarts, String(row.restarts || 0));
       setText(c.pid, row.pid ? String(row.pid) : "–");
       setText(c.age, age(row.started || row.created));
+      entry.ended = ENDED.has(row.status);
+      for (const button of entry.tr.querySelectorAll("button[data-act=stop], button[data-act=kill]")) {
+        button.disabled = entry.ended; // nothing left to stop; Restart starts it again
+      }
       if (!entry.tr.parentNode) fragment.append(entry.tr);
     }
     if (fragment.childNodes.length) tbody.append(fragment);
@@ -851,7 +855,7 @@ function instanceView(id) {
     const health = row.health ? (row.health.healthy === false ? "unhealthy" : "healthy") : "–";
     const shown = [
       ["Status", row.status],
-      ["Sequence", sequenceId(row)],
+      ["Sequence", `${(row.sequence && row.sequence.name) || ""} ${sequenceId(row)}`.trim()],
       ["Name", row.name || "–"],
       ["PID", row.pid || "–"],
       ["Age", age(row.started || row.created)],
