@@ -43,7 +43,7 @@ async def run(context, input, every="0.2"):
     context.emit("ready", {"pid": "up"})
     n = 0
     while True:
-        yield f"tick {n}\n"
+        yield f"tick {n}\\n"
         context.logger.info(f"tick {n} sent")
         n += 1
         await asyncio.sleep(float(every))
@@ -90,14 +90,15 @@ def measure(instances: int, loads: int) -> dict[str, Any]:
                 try:
                     driver.get(url)
                     wait(
-                        lambda: driver.execute_script(
-                            "return window.siConsole.firstListedMs !== undefined "
-                            "&& document.querySelectorAll('tbody[data-rows] tr').length"
+                        lambda: (
+                            driver.execute_script(
+                                "return window.siConsole.firstListedMs !== undefined "
+                                "&& document.querySelectorAll('tbody[data-rows] tr').length"
+                            )
+                            == instances
                         )
-                        == instances
                     )
-                    renders = driver.execute_script("return window.siConsole.renders")
-                    wait(lambda: driver.execute_script("return window.siConsole.renders") > renders)
+                    wait_for_update(driver)
                     page = driver.execute_script(
                         "const s = window.siConsole; return [s.firstListedMs, s.firstRenderMs, "
                         "s.lastRenderMs]"
@@ -107,7 +108,11 @@ def measure(instances: int, loads: int) -> dict[str, Any]:
                     console.wait(10)
                 for key, value in zip(figures, page, strict=True):
                     figures[key].append(round(float(value), 1))
-    result: dict[str, Any] = {"instances": instances, "loads": loads, "watch_line_bytes": line_bytes}
+    result: dict[str, Any] = {
+        "instances": instances,
+        "loads": loads,
+        "watch_line_bytes": line_bytes,
+    }
     for key, values in figures.items():
         result[key] = statistics.median(values)
         result[f"{key}_min"] = min(values)
@@ -115,14 +120,22 @@ def measure(instances: int, loads: int) -> dict[str, Any]:
     return result
 
 
+def wait_for_update(driver: Any) -> None:
+    """Until the list was updated once more from the feed (its update time is then known)."""
+    renders = driver.execute_script("return window.siConsole.renders")
+    wait(lambda: driver.execute_script("return window.siConsole.renders") > renders)
+
+
 def watch_line_bytes(address: str) -> int:
     import httpx
 
     transport = httpx.HTTPTransport(uds=address)
-    with httpx.Client(transport=transport, base_url="http://si") as http:
-        with http.stream("GET", "/api/v1/watch") as feed:
-            for line in feed.iter_lines():
-                return len(line) + 1
+    with (
+        httpx.Client(transport=transport, base_url="http://si") as http,
+        http.stream("GET", "/api/v1/watch") as feed,
+    ):
+        for line in feed.iter_lines():
+            return len(line) + 1
     return 0
 
 

@@ -195,16 +195,24 @@ def test_a_phone_screen_fits_and_the_keyboard_reaches_everything(
     browser: WebDriver, client: HubClient, console: ConsoleProcess
 ) -> None:
     sequence = client.send_sequence(python_package(IDLE))["id"]
-    client.start_sequence(sequence, {})
+    instance_id = client.start_sequence(sequence, {})["id"]
     driver = browser
     driver.set_window_size(360, 740)
     driver.get(console.url)
     until(driver, lambda d: css(d, "[data-count]").text == "(1 of 1)")
-    width: Any = driver.execute_script("return document.documentElement.scrollWidth")
-    inner: Any = driver.execute_script("return window.innerWidth")
-    assert width <= inner  # nothing sticks out sideways at 360 px
-    body = css(driver, "body")
-    body.send_keys(Keys.TAB)
+    for selector in ("html", ".scroll"):  # nothing sticks out sideways, nor scrolls
+        overflow: Any = driver.execute_script(
+            "const e = document.querySelector(arguments[0]); return e.scrollWidth - e.clientWidth",
+            selector,
+        )
+        assert overflow <= 0, selector
+    driver.get(f"{console.base}/console/#/instance/{instance_id}")
+    kill = until(driver, lambda d: css(d, "[data-actions] button[data-act=kill]"))
+    assert kill.is_displayed()  # the row's buttons are on the instance's page
+    driver.set_window_size(1280, 800)
+    driver.get(f"{console.base}/console/#/instances")
+    until(driver, lambda d: css(d, "[data-count]").text == "(1 of 1)")
+    css(driver, "body").send_keys(Keys.TAB)
     reached = []
     for _ in range(25):
         active = driver.switch_to.active_element
