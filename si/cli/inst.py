@@ -338,12 +338,29 @@ def restart(instance: str) -> None:
         for source, target in (("requires", "inputTopic"), ("provides", "outputTopic")):
             if isinstance(record.get(source), str) and record[source]:
                 payload[target] = record[source]
+        payload.update(_supervision_of(record))
         start_reply = client.start_sequence(sequence_id, payload)
     new_id = start_reply.get("id") if isinstance(start_reply.get("id"), str) else instance_id
     if ended:
         render.message(f"instance {instance_id} had ended; started {new_id} with the same settings")
     remember(cli, lastInstanceId=str(new_id))
     cli.renderer.show({"killResponse": kill_reply, "seqStartResponse": start_reply})
+
+
+def _supervision_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The start keys that give a restarted instance its old restart policy, limits and name."""
+    payload: dict[str, Any] = {}
+    policy = record.get("restartPolicy")
+    if isinstance(policy, dict) and policy.get("restart") not in (None, "no"):
+        for key in ("restart", "maxRestarts", "restartWindow"):
+            if policy.get(key) is not None:
+                payload[key] = policy[key]
+    limits = record.get("limits")
+    if isinstance(limits, dict):
+        payload["limits"] = {k: limits[k] for k in ("memory", "cpu") if limits.get(k) is not None}
+    if isinstance(record.get("name"), str) and record["name"]:
+        payload["name"] = record["name"]
+    return payload
 
 
 # Statuses of an instance whose process is gone (STH's, plus si's "lost").

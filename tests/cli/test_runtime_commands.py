@@ -175,6 +175,27 @@ def test_restart_keeps_id_config_args_and_topics(
     assert json.loads(session_file(tmp_path).read_text())["lastInstanceId"] == INSTANCE_ID
 
 
+def test_restart_keeps_the_restart_policy_limits_and_name(run_si: RunSi, hub: HubUnderTest) -> None:
+    sequence_id = hub.add_sequence()
+    hub.add_instance(
+        sequence_id,
+        instanceId=INSTANCE_ID,
+        restart="always",
+        maxRestarts=3,
+        limits={"memory": 200},
+        name="web",
+    )
+    result = run_si("inst", "restart", INSTANCE_ID, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    started = hub.requests_to("POST", "/start")[0].json()
+    assert (started["restart"], started["maxRestarts"]) == ("always", 3)
+    assert started["limits"] == {"memory": 200}
+    assert started["name"] == "web"
+    again = hub.instance(INSTANCE_ID)
+    assert again["restartPolicy"]["restart"] == "always"
+    assert (again["limits"]["memory"], again["name"]) == (200, "web")
+
+
 def test_restart_of_an_ended_instance_starts_a_new_one(
     run_si: RunSi, hub: HubUnderTest, tmp_path: Path
 ) -> None:

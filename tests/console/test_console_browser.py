@@ -16,6 +16,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.select import Select
 
 from si.client import HubClient
 from si.testing import HubProcess, python_package
@@ -76,7 +77,7 @@ def counter_package(tmp_path: Path) -> Path:
 
 
 def test_upload_start_see_output_then_kill(
-    browser: WebDriver, console: ConsoleProcess, tmp_path: Path
+    browser: WebDriver, client: HubClient, console: ConsoleProcess, tmp_path: Path
 ) -> None:
     driver = browser
     driver.get(console.url)
@@ -90,8 +91,16 @@ def test_upload_start_see_output_then_kill(
     start.click()
     until(driver, lambda d: css(d, "[data-start] [name=args]").is_displayed())
     css(driver, "[data-start] [name=args]").send_keys("1000 100000 0.02")
+    css(driver, "[data-start] [name=appConfig]").send_keys('{"mode": "demo"}')
+    Select(css(driver, "[data-start] [name=restart]")).select_by_visible_text("on-failure")
+    css(driver, "[data-start] [name=memory]").send_keys("256")
     css(driver, "[data-start] button[type=submit]").click()
     until(driver, lambda d: d.current_url.split("#")[1].startswith("/instance/"))
+    record = client.get_instance(driver.current_url.split("/instance/")[1])
+    assert record["args"] == ["1000", "100000", "0.02"]
+    assert record["appConfig"] == {"mode": "demo"}
+    assert record["restartPolicy"]["restart"] == "on-failure"
+    assert record["limits"]["memory"] == 256
     numbers = until(driver, lambda d: len(numbers_in(d)) >= 10 and numbers_in(d))
     assert numbers == list(range(1000, 1000 + len(numbers)))
     until(driver, lambda d: css(d, "[data-fact=status]").text == "running")
@@ -222,3 +231,82 @@ def test_a_phone_screen_fits_and_the_keyboard_reaches_everything(
     assert ("a", "Sequences") in reached
     kinds = {text for tag, text in reached if tag == "button"}
     assert {"Stop", "Kill", "Restart"} <= kinds
+
+
+ECHO = """
+async def run(context, input):
+    context.on("ping", lambda message: context.emit("pong", message))
+    async for line in input:
+        yield line.upper()
+"""
+
+
+def test_the_instance_page_sends_input_and_events_pauses_and_restarts(
+    browser: WebDriver, client: HubClient, console: ConsoleProcess
+) -> None:
+    sequence = client.send_sequence(python_package(ECHO))["id"]
+    settings = {"appConfig": {"k": 1}, "restart": "always", "limits": {"memory": 300}}
+    instance_id = client.start_sequence(sequence, settings)["id"]
+    driver = browser
+    driver.get(console.url)
+    driver.get(f"{console.base}/console/#/instance/{instance_id}")
+    until(driver, lambda d: css(d, "[data-fact=status]").text == "running")
+    output = css(driver, "[data-stream=output]")
+    area = css(driver, "[data-input] textarea")
+    area.send_keys("hello")
+    css(driver, "[data-input] button[value=input]").click()
+    until(driver, lambda d: "HELLO" in output.text)
+    # Paused, the page is not a reader; resumed, it goes on from the next byte, no repeat.
+    css(driver, "[data-pause=output]").click()
+    until(driver, lambda d: "paused at byte 6" in css(d, "[data-state=output]").text)
+    area.send_keys("world")
+    css(driver, "[data-input] button[value=input]").click()
+    until(driver, lambda d: "sent" in css(d, "[data-input-state]").text)
+    css(driver, "[data-pause=output]").click()
+    until(driver, lambda d: output.text.split() == ["HELLO", "WORLD"])
+    css(driver, "[data-event] [name=eventName]").send_keys("ping")
+    css(driver, "[data-event] [name=message]").send_keys('{"n": 7}')
+    css(driver, "[data-event] button[type=submit]").click()
+    events = css(driver, "[data-events]")
+    until(driver, lambda d: "pong" in events.text)
+    assert '→ sent ping {"n":7}' in events.text
+    assert '← received pong {"n":7}' in events.text
+    pid_before = client.get_instance(instance_id)["pid"]
+    css(driver, "[data-actions] button[data-act=restart]").click()
+
+    def restarted(_: WebDriver) -> dict[str, Any] | None:
+        record = client.get_instance(instance_id)  # the same id again
+        return record if record["status"] == "running" and record["pid"] != pid_before else None
+
+    record = until(driver, restarted)
+    assert record["appConfig"] == {"k": 1}  # and the same settings
+    assert record["restartPolicy"]["restart"] == "always"
+    assert record["limits"]["memory"] == 300
+
+
+def test_a_package_dropped_on_the_page_is_uploaded(
+    browser: WebDriver, client: HubClient, console: ConsoleProcess
+) -> None:
+    driver = browser
+    driver.get(console.url)
+    driver.get(f"{console.base}/console/#/sequences")
+    until(driver, lambda d: css(d, "[data-drop]"))
+    package = list(python_package(IDLE))
+    driver.execute_script(
+        "const file = new File([new Uint8Array(arguments[0])], 'idle.tar.gz');"
+        "const data = new DataTransfer(); data.items.add(file);"
+        "const zone = document.querySelector('[data-drop]');"
+        "zone.dispatchEvent(new DragEvent('drop', {dataTransfer: data, bubbles: true}));",
+        package,
+    )
+    state = css(driver, "[data-upload-state]")
+    sequence_id = until(driver, lambda d: state.get_attribute("data-sequence"))
+    assert [s["id"] for s in client.list_sequences()] == [sequence_id]
+    # A file that is no package is refused with the hub's reason, on the page.
+    driver.execute_script(
+        "const data = new DataTransfer(); data.items.add(new File(['no'], 'x.tar.gz'));"
+        "document.querySelector('[data-drop]').dispatchEvent("
+        "new DragEvent('drop', {dataTransfer: data, bubbles: true}));"
+    )
+    until(driver, lambda d: "refused" in state.text)
+    assert "not a sequence package" in state.text

@@ -294,8 +294,17 @@ async function restart(id) {
   if (record.requires) payload.inputTopic = record.requires;
   if (record.provides) payload.outputTopic = record.provides;
   if (record.name) payload.name = record.name;
-  if (record.restartPolicy && record.restartPolicy.mode && record.restartPolicy.mode !== "no") {
-    payload.restart = record.restartPolicy.mode;
+  const policy = record.restartPolicy || {};
+  if (policy.restart && policy.restart !== "no") {
+    payload.restart = policy.restart;
+    if (policy.maxRestarts !== undefined) payload.maxRestarts = policy.maxRestarts;
+    if (policy.restartWindow !== undefined) payload.restartWindow = policy.restartWindow;
+  }
+  if (record.limits) {
+    const limits = {};
+    if (record.limits.memory !== undefined) limits.memory = record.limits.memory;
+    if (record.limits.cpu !== undefined) limits.cpu = record.limits.cpu;
+    payload.limits = limits;
   }
   let ended = ENDED.has(record.status);
   if (!ended) {
