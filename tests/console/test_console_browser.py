@@ -310,3 +310,40 @@ def test_a_package_dropped_on_the_page_is_uploaded(
     )
     until(driver, lambda d: "refused" in state.text)
     assert "not a sequence package" in state.text
+
+
+def test_stop_from_the_list_and_delete_a_sequence(
+    browser: WebDriver, client: HubClient, console: ConsoleProcess
+) -> None:
+    sequence = client.send_sequence(python_package(IDLE))["id"]
+    instance_id = client.start_sequence(sequence, {})["id"]
+    driver = browser
+    driver.get(console.url)
+    status = until(driver, lambda d: css(d, f"tr[data-id='{instance_id}'] [data-col=status]"))
+    until(driver, lambda d: status.text == "running")
+    css(driver, f"tr[data-id='{instance_id}'] button[data-act=stop]").click()
+    until(driver, lambda d: status.text == "completed", timeout=20)
+    stop = css(driver, f"tr[data-id='{instance_id}'] button[data-act=stop]")
+    until(driver, lambda d: not stop.is_enabled())  # nothing left to stop
+    driver.get(f"{console.base}/console/#/sequences")
+    until(driver, lambda d: css(d, f"tr[data-id='{sequence}'] button[data-act=delete]")).click()
+    driver.switch_to.alert.accept()
+    until(driver, lambda d: not client.list_sequences())
+    until(driver, lambda d: css(d, "[data-empty]").is_displayed())
+
+
+def test_a_topic_is_listed_and_peeked_without_being_consumed(
+    browser: WebDriver, client: HubClient, console: ConsoleProcess
+) -> None:
+    client.send_topic("orders", b'{"order":1}\n{"order":2}\n', "application/x-ndjson")
+    driver = browser
+    driver.get(console.url)
+    driver.get(f"{console.base}/console/#/topics")
+    row = until(driver, lambda d: css(d, "tr[data-id=orders]"))
+    assert row.text.split()[:4] == ["orders", "application/x-ndjson", "0", "0"]
+    assert row.text.endswith("24 B Peek")
+    css(driver, "tr[data-id=orders] button[data-act=peek]").click()
+    peek = css(driver, "[data-peek-text]")
+    until(driver, lambda d: peek.text.split() == ['{"order":1}', '{"order":2}'])
+    time.sleep(1.2)  # a feed line later, the depth is the same: the peek consumed nothing
+    assert css(driver, "tr[data-id=orders]").text.endswith("24 B Peek")
