@@ -49,6 +49,7 @@ from si.segments import list_segments, offset_of_last_lines, read_from, stream_e
 if TYPE_CHECKING:
     # Imported where used: a hub with no instances does not load the link machinery (hub.py).
     from si.daemon.instance import Instance
+    from si.daemon.overview import SharedLine
 
 log = logging.getLogger("si.hub.api")
 
@@ -100,6 +101,7 @@ class Api:
         self.locks = Locks(trio.current_time)
         self._input_locks: dict[str, trio.Lock] = {}
         self.console = ConsoleFiles()
+        self._overview: SharedLine | None = None  # made by the first watcher
         route = self._route
         self.routes: list[tuple[str, re.Pattern[str], RouteHandler]] = [
             route("GET", "/version", self.version),
@@ -511,9 +513,10 @@ class Api:
         await response.start(
             200, [("content-type", "application/x-ndjson"), ("cache-control", "no-store")]
         )
+        if self._overview is None:
+            self._overview = overview.SharedLine(overview.builder(self.hub))
         while True:
-            line = await trio.to_thread.run_sync(overview.encode, overview.gather(self.hub))
-            await response.write(line)
+            await response.write(await self._overview.current())
             await trio.sleep(interval)
 
     async def sequence_package(self, request: Request, response: Response) -> None:

@@ -15,7 +15,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+
+import trio
 
 from si.daemon import metrics
 
@@ -26,6 +29,9 @@ if TYPE_CHECKING:
 # The console asks for no faster than this; a smaller ``interval`` is raised to it.
 MIN_INTERVAL = 1.0
 MAX_INTERVAL = 60.0
+# A line this young is sent again to another watcher instead of built anew: however many pages
+# are open, the hub builds at most two lines a second.
+FRESH = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,3 +112,35 @@ def interval_of(value: str | None) -> float:
     if seconds != seconds:  # NaN
         raise ValueError("interval is not a number")
     return min(max(seconds, MIN_INTERVAL), MAX_INTERVAL)
+
+
+class SharedLine:
+    """The latest line, built once for every watcher that asks within :data:`FRESH` seconds.
+
+    ``build`` makes a line (for the hub: :func:`gather` in the loop, :func:`encode` in a
+    worker thread; see :func:`builder`)."""
+
+    def __init__(
+        self, build: Callable[[], Awaitable[bytes]], clock: Callable[[], float] = trio.current_time
+    ) -> None:
+        self._build = build
+        self.clock = clock
+        self._lock = trio.Lock()
+        self._built: tuple[float, bytes] | None = None
+        self.builds = 0
+
+    async def current(self) -> bytes:
+        async with self._lock:  # watchers that ask while a line is built wait for that one
+            if self._built is not None and self.clock() - self._built[0] < FRESH:
+                return self._built[1]
+            line = await self._build()
+            self._built = (self.clock(), line)
+            self.builds += 1
+            return line
+
+
+def builder(hub: Hub) -> Callable[[], Awaitable[bytes]]:
+    async def build() -> bytes:
+        return await trio.to_thread.run_sync(encode, gather(hub))
+
+    return build
