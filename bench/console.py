@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -83,6 +84,9 @@ def measure(instances: int, loads: int) -> dict[str, Any]:
             for _ in range(instances):
                 client.start_sequence(sequence, {})
         line_bytes = watch_line_bytes(hub.address)
+        assert hub.process is not None
+        idle_cpu = hub_cpu_percent(hub.process.pid, hub.address, watchers=0)
+        watched_cpu = hub_cpu_percent(hub.process.pid, hub.address, watchers=3)
         figures: dict[str, list[float]] = {"listed_ms": [], "first_render_ms": [], "update_ms": []}
         with chromium(1920, 1080) as driver:
             for _ in range(loads):
@@ -112,6 +116,8 @@ def measure(instances: int, loads: int) -> dict[str, Any]:
         "instances": instances,
         "loads": loads,
         "watch_line_bytes": line_bytes,
+        "hub_cpu_idle_percent": idle_cpu,
+        "hub_cpu_three_watchers_percent": watched_cpu,
     }
     for key, values in figures.items():
         result[key] = statistics.median(values)
@@ -124,6 +130,43 @@ def wait_for_update(driver: Any) -> None:
     """Until the list was updated once more from the feed (its update time is then known)."""
     renders = driver.execute_script("return window.siConsole.renders")
     wait(lambda: driver.execute_script("return window.siConsole.renders") > renders)
+
+
+def hub_cpu_percent(pid: int, address: str, watchers: int, seconds: float = 10) -> float:
+    """The hub's CPU use (% of one core) over ``seconds`` with ``watchers`` watch feeds open."""
+    import threading
+
+    import httpx
+
+    stop = threading.Event()
+
+    def watch() -> None:
+        transport = httpx.HTTPTransport(uds=address)
+        with (
+            httpx.Client(transport=transport, base_url="http://si", timeout=None) as http,
+            http.stream("GET", "/api/v1/watch") as feed,
+        ):
+            for _ in feed.iter_lines():
+                if stop.is_set():
+                    return
+
+    threads = [threading.Thread(target=watch, daemon=True) for _ in range(watchers)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)  # every feed has sent its first line
+
+    def cpu() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    before, start = cpu(), time.monotonic()
+    time.sleep(seconds)
+    used = cpu() - before
+    percent = round(100 * used / (time.monotonic() - start), 1)
+    stop.set()
+    for thread in threads:
+        thread.join(5)
+    return percent
 
 
 def watch_line_bytes(address: str) -> int:
@@ -209,7 +252,9 @@ def main() -> None:
         f"list on screen {result['listed_ms']} ms after navigation "
         f"({result['listed_ms_min']}-{result['listed_ms_max']}), "
         f"rows built in {result['first_render_ms']} ms, an update of every row "
-        f"{result['update_ms']} ms; one watch line {result['watch_line_bytes'] / 1024:.0f} KiB"
+        f"{result['update_ms']} ms; one watch line {result['watch_line_bytes'] / 1024:.0f} KiB; "
+        f"hub CPU {result['hub_cpu_idle_percent']} % idle, "
+        f"{result['hub_cpu_three_watchers_percent']} % with three pages watching"
     )
 
 

@@ -587,7 +587,9 @@ def bench_console(results: Results, quick: bool) -> None:
                 goal=("<", 1000),
                 note=(
                     f"rows built in {case['first_render_ms']} ms; each 1 s update "
-                    f"{case['update_ms']} ms; watch line {case['watch_line_bytes'] // 1024} KiB"
+                    f"{case['update_ms']} ms; watch line {case['watch_line_bytes'] // 1024} KiB; "
+                    f"hub CPU {case['hub_cpu_idle_percent']} % idle, "
+                    f"{case['hub_cpu_three_watchers_percent']} % with 3 pages watching"
                 ),
             )
         )
