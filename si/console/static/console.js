@@ -935,6 +935,7 @@ function start() {
     login.hidden = true;
     if (si.watch) si.watch.stop();
     si.watch = startWatch();
+    route(); // the view's own streams stopped at the 401: open them again with the token
   });
   window.addEventListener("hashchange", route);
   route();
