@@ -323,8 +323,8 @@ async function restart(id) {
         if (error.status === 404) break;
         throw error;
       }
-      if (tries > 30) throw new HubError(0, "the killed instance did not go away");
-      await sleep(RETRY_MS / 2);
+      if (tries > 15) throw new HubError(0, "the killed instance did not go away");
+      await sleep(RETRY_MS);
     }
     payload.instanceId = id;
   }
