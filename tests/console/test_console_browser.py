@@ -347,3 +347,23 @@ def test_a_topic_is_listed_and_peeked_without_being_consumed(
     until(driver, lambda d: peek.text.split() == ['{"order":1}', '{"order":2}'])
     time.sleep(1.2)  # a feed line later, the depth is the same: the peek consumed nothing
     assert css(driver, "tr[data-id=orders]").text.endswith("24 B Peek")
+
+
+def test_the_page_does_not_poll(
+    browser: WebDriver, client: HubClient, console: ConsoleProcess
+) -> None:
+    sequence = client.send_sequence(python_package(IDLE))["id"]
+    instance_id = client.start_sequence(sequence, {})["id"]
+    driver = browser
+    driver.get(console.url)
+    driver.get(f"{console.base}/console/#/instance/{instance_id}")
+    until(driver, lambda d: css(d, "[data-fact=status]").text == "running")
+    count = "return performance.getEntriesByType('resource').length"
+    time.sleep(1)
+    before = driver.execute_script(count)
+    age = css(driver, "[data-fact=age]").text
+    time.sleep(4)
+    # More feed lines came in on the open response (the age moved on), and not one new request
+    # was made: a poll, once answered, would be a resource entry of its own.
+    assert driver.execute_script(count) == before
+    assert css(driver, "[data-fact=age]").text != age
