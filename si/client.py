@@ -259,6 +259,32 @@ class HubClient:
         path = f"sequence/{_segment(sequence_id)}/start"
         return _object(self._request("POST", path, json=dict(payload)))
 
+    # -- the cluster (hubs joined by NATS) ---------------------------------------------------
+
+    def cluster_status(self) -> dict[str, Any]:
+        """``GET cluster``: this hub's name in its cluster and whether NATS answers."""
+        return _object(self._request("GET", "cluster"))
+
+    def cluster_hubs(self) -> list[Any]:
+        """``GET cluster/hubs``: every hub in the registry with its age, load and staleness."""
+        return _array(self._request("GET", "cluster/hubs"))
+
+    def cluster_instances(self) -> list[Any]:
+        """``GET cluster/instances``: every live hub's instances, each naming its ``hub``."""
+        return _array(self._request("GET", "cluster/instances"))
+
+    def cluster_sequences(self) -> list[Any]:
+        """``GET cluster/sequences``: every sequence in the cluster's store."""
+        return _array(self._request("GET", "cluster/sequences"))
+
+    def cluster_start(
+        self, sequence_id: str, payload: Mapping[str, Any], hub: str = "auto"
+    ) -> dict[str, Any]:
+        """``POST cluster/sequence/<id>/start``: start on hub ``hub``, or the least loaded
+        (``auto``); the reply names the ``hub`` it started on."""
+        path = f"cluster/sequence/{_segment(sequence_id)}/start"
+        return _object(self._request("POST", path, json={**payload, "hub": hub}))
+
     # -- instances ---------------------------------------------------------------------------
 
     def list_instances(self) -> list[Any]:
