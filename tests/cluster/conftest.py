@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from si.client import HubClient
-from si.testing import HubProcess, NatsCluster
+from si.testing import HubProcess, NatsCluster, wait_for
 
 MakeHub = Callable[..., HubProcess]
 
@@ -50,7 +50,12 @@ def make_hub(short_dir: Path, nats_cluster: NatsCluster) -> Iterator[MakeHub]:
         urls = nats_cluster.url_list if nats is None else nats
         hub = HubProcess(short_dir / name, "--nats", urls, "--hub-name", name, *extra)
         hubs.append(hub)
-        return hub.start()
+        hub.start()
+        if nats is None:  # joined: its buckets are open and its first heartbeat is written
+            with HubClient(hub.address) as probe:
+                wait_for(lambda: probe.cluster_status()["connected"], timeout=20)
+                wait_for(lambda: name in [h["name"] for h in probe.cluster_hubs()], timeout=20)
+        return hub
 
     yield make
     for hub in hubs:
