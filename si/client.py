@@ -393,9 +393,14 @@ class HubClient:
         """``GET topics``: every topic."""
         return _array(self._request("GET", "topics"))
 
-    def create_topic(self, name: str, content_type: str) -> dict[str, Any]:
-        """``POST topics`` with ``{"id": name, "content-type": type}``."""
-        body = {"id": name, "content-type": content_type}
+    def create_topic(
+        self, name: str, content_type: str, cluster: bool | None = None
+    ) -> dict[str, Any]:
+        """``POST topics`` with ``{"id": name, "content-type": type}``; ``cluster``: a topic
+        of the hub's whole cluster (True) or of this hub (False), else the hub's default."""
+        body: dict[str, Any] = {"id": name, "content-type": content_type}
+        if cluster is not None:
+            body["cluster"] = cluster
         return _object(self._request("POST", "topics", json=body))
 
     def delete_topic(self, name: str) -> dict[str, Any]:

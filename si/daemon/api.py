@@ -361,6 +361,22 @@ class Api:
             raise ApiError(400, "Missing body param: content-type")
         if name in self.hub.topics.topics:
             raise ApiError(400, "Topic with given id already exist")
+        cluster_wide = body.get("cluster")
+        if cluster_wide is None:
+            cluster_wide = self.hub.options.cluster_topics and self.hub.cluster is not None
+        if cluster_wide:
+            await self._create_cluster_topic(name, content_type)
+            await response.json(
+                200,
+                {
+                    "id": name,
+                    "origin": {"id": "si", "type": "cluster"},
+                    "state": "flowing",
+                    "contentType": content_type,
+                    "cluster": True,
+                },
+            )
+            return
         topic = self._topic(name, content_type)
         await response.json(
             200,
@@ -371,6 +387,27 @@ class Api:
                 "contentType": topic.content_type,
             },
         )
+
+    async def _create_cluster_topic(self, name: str, content_type: str) -> None:
+        """A topic whose data is a JetStream stream (si.daemon.cluster.topics)."""
+        from si.daemon.cluster.member import ClusterUnavailable
+        from si.daemon.topics import CONTENT_TYPES
+
+        cluster = self._cluster()
+        try:
+            self.hub.topics.check_name(name)
+        except TopicError as exc:
+            raise ApiError(exc.status, exc.message) from None
+        if content_type not in CONTENT_TYPES:
+            raise ApiError(400, "Unsupported content-type")
+        existing = None
+        try:
+            existing = await cluster.topics.content_type(name)
+            if existing is not None and existing != content_type:
+                raise ApiError(415, f"Acceptable Content-Type for {name} is {existing}")
+            await cluster.topics.create(name, content_type)
+        except ClusterUnavailable as exc:
+            raise ApiError(503, str(exc)) from None
 
     async def delete_topic(self, request: Request, response: Response) -> None:
         await self._json_body(request)
@@ -685,7 +722,12 @@ class Api:
         cluster = self._cluster()
         await response.json(
             200,
-            {"hub": cluster.name, "url": cluster.url, "connected": cluster.connected},
+            {
+                "hub": cluster.name,
+                "url": cluster.url,
+                "connected": cluster.connected,
+                "server": cluster.server_url if cluster.connected else None,
+            },
         )
 
     async def _cluster_answer(self, response: Response, work: Awaitable[Any]) -> None:

@@ -126,6 +126,7 @@ async def run_hub(
         hub = Hub(options, paths)
         if options.nats:
             hub.cluster = join_cluster(hub)
+            hub.routes.cluster = hub.cluster.topics
         hub.log_feed.bind()
         hub.audit_feed.bind()
         handler = FeedHandler(hub.log_feed)

@@ -41,6 +41,7 @@ import trio
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import ObjectMeta
+from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -144,6 +145,9 @@ class ClusterMember:
         self.ready = trio.Event()  # connected, buckets open
         self._closing = False
         self.handlers: dict[str, RequestHandler] = {"instances": self._answer_instances}
+        from si.daemon.cluster.topics import ClusterTopics
+
+        self.topics = ClusterTopics(self)
         self._fetch_locks: dict[str, trio.Lock] = {}
         self._answering = trio.Semaphore(REQUEST_CONCURRENCY)
         # Placements made since the last heartbeat of the hub they went to: counted as its
@@ -220,10 +224,10 @@ class ClusterMember:
             bucket=REGISTRY_BUCKET,
             history=1,
             ttl=REGISTRY_TTL,
-            replicas=await self._replicas(),
+            replicas=await self.replicas(),
         )
         self._objects = await self.bridge.call(
-            js.create_object_store, SEQUENCE_BUCKET, replicas=await self._replicas()
+            js.create_object_store, SEQUENCE_BUCKET, replicas=await self.replicas()
         )
 
     async def _new_client(self) -> NatsClient:
@@ -252,11 +256,16 @@ class ClusterMember:
             reconnected_cb=reconnected,
         )
 
+    @property
+    def server_url(self) -> str:
+        """The NATS server this hub is connected through (``nats://host:port``)."""
+        return self._connected_url()
+
     def _connected_url(self) -> str:
         url = self.client.connected_url if self.client is not None else None
         return url.geturl() if url is not None else "?"
 
-    async def _replicas(self) -> int:
+    async def replicas(self) -> int:
         """min(3, servers in the cluster): every bucket and stream survives one node lost
         in a cluster of three; a single server has no replicas to give."""
         client = self.client
@@ -269,14 +278,19 @@ class ClusterMember:
     def connected(self) -> bool:
         return self.ready.is_set() and self.client is not None and self.client.is_connected
 
-    def _require(self) -> NatsClient:
+    unavailable = ClusterUnavailable  # for modules that catch it without importing this one
+
+    def jetstream(self) -> JetStreamContext:
+        return self.require().jetstream(timeout=REQUEST_TIMEOUT)
+
+    def require(self) -> NatsClient:
         if not self.connected or self.client is None:
             raise ClusterUnavailable("the cluster (NATS) cannot be reached from this hub now")
         return self.client
 
     async def call(self, function: Callable[..., Awaitable[Any]], *args: Any, **kw: Any) -> Any:
         """A NATS operation, with this module's failures as ``ClusterUnavailable``."""
-        self._require()
+        self.require()
         try:
             return await self.bridge.call(function, *args, **kw)  # type: ignore[arg-type]
         except (BridgeClosed, OSError, nats.errors.ConnectionClosedError) as exc:
@@ -363,7 +377,7 @@ class ClusterMember:
             RemoteError: it answered with an error status.
             ClusterUnavailable: NATS or that hub did not answer.
         """
-        client = self._require()
+        client = self.require()
         data = json.dumps(body).encode()
         reply: Msg = await self.call(client.request, f"si.hub.{hub}.{verb}", data, timeout=timeout)
         try:
@@ -377,7 +391,7 @@ class ClusterMember:
         return result
 
     async def _serve_requests(self) -> None:
-        client = self._require()
+        client = self.require()
         subscription = await self.call(
             client.subscribe, f"si.hub.{self.name}.*", pending_msgs_limit=REQUEST_BACKLOG
         )
@@ -457,7 +471,7 @@ class ClusterMember:
         from si.daemon.api import _pack_bytes
 
         objects = self._objects
-        self._require()
+        self.require()
         assert objects is not None
         package = await trio.to_thread.run_sync(_pack_bytes, sequence.package_dir)
         manifest = sequence.manifest
@@ -507,7 +521,7 @@ class ClusterMember:
         Raises:
             ClusterUnavailable.
         """
-        self._require()
+        self.require()
         infos = await self.call(_object_infos, self._objects)
         listed = []
         for info in infos:
@@ -546,7 +560,7 @@ class ClusterMember:
         async with lock:
             if sequence_id in self.hub.sequences:  # fetched by a start just before this one
                 return self.hub.sequences[sequence_id]
-            self._require()
+            self.require()
             try:
                 result = await self.call(self._objects.get, sequence_id)  # type: ignore[union-attr]
             except nats.js.errors.NotFoundError:
