@@ -15,6 +15,7 @@ consumer on the other hub (and it checks that none is missing or repeated).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
 import time
@@ -106,7 +107,7 @@ def pause(
     wait_for(lambda: len(lines()) >= total, timeout=120, interval=0.1)
     got = lines()
     exact = [n for _, n in got] == list(range(total))
-    gaps = [later[0] - earlier[0] for earlier, later in zip(got, got[1:], strict=False)]
+    gaps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(got)]
     return max(gaps), exact
 
 
