@@ -99,8 +99,6 @@ class Api:
         self.access = access
         self.locks = Locks(trio.current_time)
         self._input_locks: dict[str, trio.Lock] = {}
-        if hub.cluster is not None:
-            hub.cluster.handlers["start"] = self.answer_start
         route = self._route
         self.routes: list[tuple[str, re.Pattern[str], RouteHandler]] = [
             route("GET", "/version", self.version),

@@ -149,7 +149,11 @@ async def run_hub(
         timeouts = Timeouts.of(
             options.head_timeout, options.body_idle_timeout, options.keep_alive_timeout
         )
-        serve_http = handle_connections(Api(hub, access), timeouts, options.max_connections)
+        api = Api(hub, access)
+        if hub.cluster is not None:
+            # Another hub's placement starts here as the start route would.
+            hub.cluster.handlers["start"] = api.answer_start
+        serve_http = handle_connections(api, timeouts, options.max_connections)
         async with trio.open_nursery() as nursery:
             hub.begin(nursery)
             if hub.cluster is not None:
