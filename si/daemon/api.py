@@ -525,6 +525,7 @@ class Api:
         await trio.to_thread.run_sync(remove_sequence, sequence)
         final = await trio.to_thread.run_sync(rename_sequence, replacement, sequence.id)
         self.hub.sequences[sequence.id] = final
+        await self._share(final)  # the cluster's copy replaced too (same name in the store)
         await response.json(200, {"id": sequence.id})
 
     async def list_sequences(self, request: Request, response: Response) -> None:

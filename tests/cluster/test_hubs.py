@@ -135,3 +135,12 @@ def test_seq_start_hub_auto_spreads_starts_and_a_named_hub_gets_its_start(
         failed = run_si(a, "seq", "start", sequence_id, "--hub", "c")
         assert failed.returncode != 0
         assert "stale" in failed.stderr.decode()
+
+
+def test_a_replaced_package_replaces_the_clusters_copy(make_hub: MakeHub) -> None:
+    a, b = make_hub("a"), make_hub("b")
+    with HubClient(a.address) as on_a, HubClient(b.address) as on_b:
+        sequence_id = on_a.send_sequence(python_package(HELLO, version="1.0.0"))["id"]
+        on_a.update_sequence(sequence_id, python_package(HELLO, version="2.0.0"))
+        # Put before the update is answered; a put that failed is retried within 10 s.
+        wait_for(lambda: [s["version"] for s in on_b.cluster_sequences()] == ["2.0.0"], 15)
