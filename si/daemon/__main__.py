@@ -16,7 +16,7 @@ def main(argv: list[str]) -> int:
     # long as the hub: collecting while they are made costs ~5 ms and frees little. run_hub
     # turns the collector back on once the hub answers.
     gc.disable()
-    from si.daemon.options import HubOptions, parse_size
+    from si.daemon.options import HubOptions, parse_nats_urls, parse_size
     from si.daemon.serve import serve_hub
 
     # Options left unset stay out of the namespace, so HubOptions' defaults apply; each option
@@ -41,6 +41,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--token-rate", type=float)
     parser.add_argument("--token-concurrency", type=int)
     parser.add_argument("--max-connections", type=int)
+    parser.add_argument("--nats", type=parse_nats_urls)
+    parser.add_argument("--nats-creds", type=Path)
+    parser.add_argument("--hub-name")
+    parser.add_argument("--advertise-url")
+    parser.add_argument("--cluster-topics", action="store_true")
     options = HubOptions(**vars(parser.parse_args(argv)))
     return serve_hub(options)
 

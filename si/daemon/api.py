@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -47,6 +48,8 @@ from si.protocol.frames import Channel
 from si.segments import list_segments, offset_of_last_lines, read_from, stream_end
 
 if TYPE_CHECKING:
+    from si.daemon.cluster.member import ClusterMember
+
     # Imported where used: a hub with no instances does not load the link machinery (hub.py).
     from si.daemon.instance import Instance
     from si.daemon.overview import SharedLine
@@ -146,6 +149,11 @@ class Api:
             route("GET", "/instance/(?P<id>[^/]+)/events", self.all_events),
             route("GET", "/topics/(?P<name>[^/]+)/peek", self.peek_topic),
             route("GET", "/sequence/(?P<id>[^/]+)/package", self.sequence_package),
+            route("GET", "/cluster", self.cluster_status),
+            route("GET", "/cluster/hubs", self.cluster_hubs),
+            route("GET", "/cluster/instances", self.cluster_instances),
+            route("GET", "/cluster/sequences", self.cluster_sequences),
+            route("POST", "/cluster/sequence/(?P<id>[^/]+)/start", self.cluster_start),
             route("POST", "/lock/(?P<name>[A-Za-z0-9._-]{1,64})", self.take_lock),
             route("DELETE", "/lock/(?P<name>[A-Za-z0-9._-]{1,64})", self.release_lock),
             # Where Prometheus looks by default, beside the API's own path.
@@ -385,6 +393,22 @@ class Api:
             raise ApiError(400, "Missing body param: content-type")
         if name in self.hub.topics.topics:
             raise ApiError(400, "Topic with given id already exist")
+        cluster_wide = body.get("cluster")
+        if cluster_wide is None:
+            cluster_wide = self.hub.options.cluster_topics and self.hub.cluster is not None
+        if cluster_wide:
+            await self._create_cluster_topic(name, content_type)
+            await response.json(
+                200,
+                {
+                    "id": name,
+                    "origin": {"id": "si", "type": "cluster"},
+                    "state": "flowing",
+                    "contentType": content_type,
+                    "cluster": True,
+                },
+            )
+            return
         topic = self._topic(name, content_type)
         await response.json(
             200,
@@ -395,6 +419,27 @@ class Api:
                 "contentType": topic.content_type,
             },
         )
+
+    async def _create_cluster_topic(self, name: str, content_type: str) -> None:
+        """A topic whose data is a JetStream stream (si.daemon.cluster.topics)."""
+        from si.daemon.cluster.member import ClusterUnavailable
+        from si.daemon.topics import CONTENT_TYPES
+
+        cluster = self._cluster()
+        try:
+            self.hub.topics.check_name(name)
+        except TopicError as exc:
+            raise ApiError(exc.status, exc.message) from None
+        if content_type not in CONTENT_TYPES:
+            raise ApiError(400, "Unsupported content-type")
+        existing = None
+        try:
+            existing = await cluster.topics.content_type(name)
+            if existing is not None and existing != content_type:
+                raise ApiError(415, f"Acceptable Content-Type for {name} is {existing}")
+            await cluster.topics.create(name, content_type)
+        except ClusterUnavailable as exc:
+            raise ApiError(503, str(exc)) from None
 
     async def delete_topic(self, request: Request, response: Response) -> None:
         await self._json_body(request)
@@ -569,6 +614,7 @@ class Api:
         await trio.to_thread.run_sync(remove_sequence, sequence)
         final = await trio.to_thread.run_sync(rename_sequence, replacement, sequence.id)
         self.hub.sequences[sequence.id] = final
+        await self._share(final)  # the cluster's copy replaced too (same name in the store)
         await response.json(200, {"id": sequence.id})
 
     async def list_sequences(self, request: Request, response: Response) -> None:
@@ -585,7 +631,21 @@ class Api:
         self.hub.sequences[sequence.id] = sequence
         log.info("sequence %s stored (%s)", sequence.id, sequence.manifest.name)
         self.hub.warm_keeper()  # a start usually follows an upload
+        await self._share(sequence)
         await response.json(200, {"id": sequence.id})
+
+    async def _share(self, sequence: Sequence) -> None:
+        """Into the cluster's store before the upload is answered, so a start on any hub may
+        follow at once; a cluster that cannot be reached gets it later, the upload succeeds."""
+        cluster = self.hub.cluster
+        if cluster is None or not cluster.connected:
+            return
+        from si.daemon.cluster.member import ClusterUnavailable
+
+        try:
+            await cluster.share_sequence(sequence)
+        except ClusterUnavailable as exc:
+            log.warning("sequence %s: shared later (%s)", sequence.id, exc)
 
     async def _store_upload(
         self, request: Request, sequence_id: str, label: str | None = None
@@ -668,10 +728,22 @@ class Api:
             await self.hub.kill(instance)
         await trio.to_thread.run_sync(remove_sequence, sequence)
         self.hub.sequences.pop(sequence.id, None)
+        if self.hub.cluster is not None:
+            await self.hub.cluster.unshare_sequence(sequence.id)
         await response.json(200, {"id": sequence.id})
 
     async def start_sequence(self, request: Request, response: Response) -> None:
         payload = await self._json_object(request)
+        await response.json(200, await self.start_payload(request.params["id"], payload))
+
+    async def start_payload(self, sequence_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Start an instance of ``sequence_id`` on this hub (``POST sequence/:id/start``, and
+        another hub's placement); a sequence this hub has not stored is fetched from the
+        cluster's store, when there is a cluster. Its answer's body.
+
+        Raises:
+            ApiError: as the start route answers it.
+        """
         instance_id = payload.get("instanceId")
         if instance_id is not None and (
             not isinstance(instance_id, str) or len(instance_id) != INSTANCE_ID_LENGTH
@@ -689,7 +761,7 @@ class Api:
             Limits.from_payload(payload)
         except (PolicyError, LimitsError) as exc:
             raise ApiError(400, str(exc)) from None
-        sequence = self._sequence(request)
+        sequence = await self._sequence_to_start(sequence_id)
         try:
             instance = await self.hub.start_instance(sequence, payload, policy)
         except InstanceExists as exc:
@@ -704,7 +776,116 @@ class Api:
             ) from exc
         except OSError as exc:
             raise storage_error(exc, "cannot start an instance") from exc
-        await response.json(200, {"message": f"Sequence {instance.id} starting", "id": instance.id})
+        return {"message": f"Sequence {instance.id} starting", "id": instance.id}
+
+    async def _sequence_to_start(self, sequence_id: str) -> Sequence:
+        sequence = self.hub.sequences.get(sequence_id)
+        if sequence is not None:
+            return sequence
+        cluster = self.hub.cluster
+        if cluster is not None and cluster.connected:
+            from si.daemon.cluster.member import ClusterUnavailable
+
+            try:
+                fetched = await cluster.fetch_sequence(sequence_id)
+            except ClusterUnavailable as exc:
+                raise ApiError(503, str(exc)) from None
+            except PackageError as exc:
+                raise ApiError(422, str(exc)) from exc
+            except OSError as exc:
+                raise storage_error(exc, "cannot store the sequence") from exc
+            if fetched is not None:
+                return fetched
+        raise ApiError(404, f"Sequence {sequence_id} not found")
+
+    # -- the cluster (si.daemon.cluster) ---------------------------------------------------
+
+    def _cluster(self) -> ClusterMember:
+        cluster = self.hub.cluster
+        if cluster is None:
+            raise ApiError(409, "this hub is not in a cluster (start it with --nats URL)")
+        return cluster
+
+    async def cluster_status(self, request: Request, response: Response) -> None:
+        cluster = self._cluster()
+        await response.json(
+            200,
+            {
+                "hub": cluster.name,
+                "url": cluster.url,
+                "connected": cluster.connected,
+                "server": cluster.server_url if cluster.connected else None,
+            },
+        )
+
+    async def _cluster_answer(self, response: Response, work: Awaitable[Any]) -> None:
+        """Answer with what ``work`` gives; a cluster that cannot be reached is a 503."""
+        from si.daemon.cluster.member import ClusterUnavailable, NoHubAvailable, RemoteError
+
+        try:
+            body = await work
+        except ClusterUnavailable as exc:
+            raise ApiError(503, str(exc)) from None
+        except NoHubAvailable as exc:
+            raise ApiError(404, str(exc)) from None
+        except RemoteError as exc:
+            raise ApiError(exc.status, exc.message) from None
+        await response.json(200, body)
+
+    async def cluster_hubs(self, request: Request, response: Response) -> None:
+        cluster = self._cluster()
+
+        async def hubs() -> list[dict[str, Any]]:
+            now = time.time()
+            return [
+                {**entry.view(now), "self": entry.name == cluster.name}
+                for entry in await cluster.hubs()
+            ]
+
+        await self._cluster_answer(response, hubs())
+
+    async def cluster_instances(self, request: Request, response: Response) -> None:
+        await self._cluster_answer(response, self._cluster().instances())
+
+    async def cluster_sequences(self, request: Request, response: Response) -> None:
+        await self._cluster_answer(response, self._cluster().sequences())
+
+    async def cluster_start(self, request: Request, response: Response) -> None:
+        """Start on the hub named by ``hub`` in the body (default ``auto``: the least loaded
+        live one); the answer adds ``hub``, where it started."""
+        cluster = self._cluster()
+        payload = await self._json_object(request)
+        wanted = payload.pop("hub", None) or "auto"
+        if not isinstance(wanted, str):
+            raise ApiError(422, "hub must be a hub's name or auto")
+        sequence_id = request.params["id"]
+
+        async def start() -> dict[str, Any]:
+            from si.daemon.cluster.member import START_REQUEST_TIMEOUT
+
+            chosen = await cluster.choose(wanted)
+            if chosen.name == cluster.name:
+                answer = await self.start_payload(sequence_id, payload)
+            else:
+                answer = await cluster.request(
+                    chosen.name,
+                    "start",
+                    {"sequence": sequence_id, "payload": payload},
+                    timeout=START_REQUEST_TIMEOUT,
+                )
+            return {**answer, "hub": chosen.name}
+
+        await self._cluster_answer(response, start())
+
+    async def answer_start(self, request: dict[str, Any]) -> tuple[int, Any]:
+        """Another hub's placement of a start here (``si.hub.<name>.start``)."""
+        sequence_id, payload = request.get("sequence"), request.get("payload")
+        if not isinstance(sequence_id, str) or not isinstance(payload, dict):
+            return 400, {"error": "a start names a sequence and carries a payload object"}
+        try:
+            return 200, await self.start_payload(sequence_id, payload)
+        except ApiError as exc:
+            return exc.status, {"error": exc.message}
 
     # -- instances -------------------------------------------------------------------------
 

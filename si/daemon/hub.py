@@ -46,6 +46,7 @@ from si.protocol.instance_dir import InstanceDir, SpawnSpec
 from si.protocol.messages import ExitCode
 
 if TYPE_CHECKING:
+    from si.daemon.cluster.member import ClusterMember
     from si.daemon.instance import Instance
 
 log = logging.getLogger("si.hub")
@@ -96,6 +97,8 @@ class Hub:
         self.watchdog = MemoryWatchdog()
         self.log_feed = Feed()
         self.audit_feed = Feed()
+        # This hub in a NATS cluster (si hub serve --nats); None: a hub on its own.
+        self.cluster: ClusterMember | None = None
         self._nursery: trio.Nursery | None = None
         # Loaded, not yet adopted or expired (see begin); by id, in load order.
         self._unsettled: dict[str, Instance] = {}

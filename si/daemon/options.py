@@ -71,6 +71,14 @@ class HubOptions:
         token_rate: requests a second one token (or, without tokens, one peer) may make.
         token_concurrency: requests one token may have in flight at once.
         max_connections: TCP connections at once, in all.
+        nats: NATS server URLs (``nats://host:4222``) of the cluster to join; empty: no
+            cluster, and nothing of it is imported (``si.daemon.cluster``).
+        nats_creds: a NATS credentials file (JWT and NKey seed) for those servers.
+        hub_name: this hub's name in the cluster (default: the host name and a suffix kept
+            in the home's ``cluster.json``, so it survives restarts).
+        advertise_url: the URL other machines reach this hub's API at, as listed by ``si hub
+            ls`` (default: ``http(s)://<host>:<port>/api/v1`` when ``port`` is given).
+        cluster_topics: topics created on this hub are cluster-scoped unless said otherwise.
 
     A timeout of 0 turns it off.
     """
@@ -92,3 +100,29 @@ class HubOptions:
     token_rate: float = DEFAULT_RATE
     token_concurrency: int = DEFAULT_CONCURRENT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    nats: tuple[str, ...] = ()
+    nats_creds: Path | None = None
+    hub_name: str | None = None
+    advertise_url: str | None = None
+    cluster_topics: bool = False
+
+
+def parse_nats_urls(text: str) -> tuple[str, ...]:
+    """``"nats://a:4222,nats://b:4222"`` -> the URLs; a bare ``host:port`` gets ``nats://``.
+
+    Raises:
+        ValueError: no URL, or one with another scheme.
+    """
+    urls = []
+    for part in text.split(","):
+        url = part.strip()
+        if not url:
+            continue
+        if "://" not in url:
+            url = f"nats://{url}"
+        if url.split("://", 1)[0] not in ("nats", "tls"):
+            raise ValueError(f"not a NATS URL: {part.strip()!r} (nats://host:4222)")
+        urls.append(url)
+    if not urls:
+        raise ValueError("give at least one NATS URL (nats://host:4222)")
+    return tuple(urls)

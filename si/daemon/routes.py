@@ -21,9 +21,13 @@ from si.protocol import messages
 from si.protocol.frames import Channel
 
 if TYPE_CHECKING:
+    from si.daemon.cluster.topics import ClusterTopics
     from si.daemon.instance import Instance
+    from si.daemon.record import Route
 
 log = logging.getLogger("si.hub.routes")
+# How long a route waits to learn from the cluster whether its topic is cluster-wide.
+SCOPE_TIMEOUT = 2.0
 
 
 class TopicRoutes:
@@ -32,6 +36,8 @@ class TopicRoutes:
     def __init__(self, topics: Topics) -> None:
         self.topics = topics
         self._nursery: trio.Nursery | None = None
+        # The hub's cluster topics (si.daemon.cluster.topics), when it is in a cluster.
+        self.cluster: ClusterTopics | None = None
 
     def begin(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
@@ -48,21 +54,69 @@ class TopicRoutes:
                 continue
             if direction == "requires" and instance.exited:
                 continue
-            try:
-                existing = self.topics.topics.get(route.topic)
-                topic = self.topics.get_or_create(
-                    route.topic,
-                    route.content_type
-                    or (existing.content_type if existing else DEFAULT_CONTENT_TYPE),
-                )
-            except TopicError as exc:
-                log.warning(
-                    "instance %s: cannot route to topic %s: %s", instance.id, route.topic, exc
-                )
+            if self.cluster is not None and route.topic not in self.topics.topics:
+                # Maybe a cluster topic: NATS is asked in the route's own task.
+                instance.routed.add(direction)
+                self._nursery.start_soon(self._route_scoped, instance, direction, route)
                 continue
-            instance.routed.add(direction)
-            task = produce_from if direction == "provides" else consume_into
-            self._nursery.start_soon(task, instance, topic)
+            self._route_local(instance, direction, route)
+
+    def _route_local(self, instance: Instance, direction: str, route: Route) -> None:
+        assert self._nursery is not None
+        try:
+            existing = self.topics.topics.get(route.topic)
+            topic = self.topics.get_or_create(
+                route.topic,
+                route.content_type or (existing.content_type if existing else DEFAULT_CONTENT_TYPE),
+            )
+        except TopicError as exc:
+            log.warning("instance %s: cannot route to topic %s: %s", instance.id, route.topic, exc)
+            return
+        instance.routed.add(direction)
+        task = produce_from if direction == "provides" else consume_into
+        self._nursery.start_soon(task, instance, topic)
+
+    async def _route_scoped(self, instance: Instance, direction: str, route: Route) -> None:
+        """Route to the cluster topic ``route.topic`` if there is one, else to the local topic.
+
+        A cluster that does not answer within ``SCOPE_TIMEOUT`` leaves the topic local (and
+        says so): a hub whose NATS is away still moves its local topics.
+        """
+        cluster = self.cluster
+        assert cluster is not None
+        content_type = None
+        with trio.move_on_after(SCOPE_TIMEOUT) as waited:
+            while True:
+                try:
+                    content_type = await cluster.content_type(route.topic)
+                    break
+                except cluster.member.unavailable:
+                    await trio.sleep(0.2)
+        if waited.cancelled_caught:
+            log.warning(
+                "instance %s: the cluster did not say whether topic %s is cluster-wide; "
+                "routed on this hub",
+                instance.id,
+                route.topic,
+            )
+        if content_type is None:
+            instance.routed.discard(direction)
+            self._route_local(instance, direction, route)
+            return
+        if route.content_type and route.content_type != content_type:
+            log.warning(
+                "instance %s: cluster topic %s is %s, not %s; not routed",
+                instance.id,
+                route.topic,
+                content_type,
+                route.content_type,
+            )
+            return
+        if direction == "provides":
+            await cluster.produce_to_stream(instance, route.topic, content_type)
+        else:
+            declared = bool(route.content_type)
+            await cluster.consume_from_stream(instance, route.topic, content_type, declared)
 
     def route_ended(self, instance: Instance) -> None:
         """An instance that ended while no hub watched still hands its saved output to the

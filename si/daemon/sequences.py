@@ -38,6 +38,8 @@ class Sequence:
     created: float
     instances: list[str] = field(default_factory=list)
     digest: str = ""  # si.package.digest of its package ("" for one stored before it was kept)
+    # In the cluster's object store (si.daemon.cluster); never true on a hub without --nats.
+    shared: bool = False
 
     @property
     def package_dir(self) -> Path:

@@ -39,6 +39,8 @@ from si.paths import HubPaths, connectable_unix_path
 if TYPE_CHECKING:
     import ssl
 
+    from si.daemon.cluster.member import ClusterMember
+
 log = logging.getLogger("si.hub")
 
 
@@ -122,6 +124,9 @@ async def run_hub(
         lock.acquire()
         stack.callback(lock.release)
         hub = Hub(options, paths)
+        if options.nats:
+            hub.cluster = join_cluster(hub)
+            hub.routes.cluster = hub.cluster.topics
         hub.log_feed.bind()
         hub.audit_feed.bind()
         handler = FeedHandler(hub.log_feed)
@@ -144,9 +149,16 @@ async def run_hub(
         timeouts = Timeouts.of(
             options.head_timeout, options.body_idle_timeout, options.keep_alive_timeout
         )
-        serve_http = handle_connections(Api(hub, access), timeouts, options.max_connections)
+        api = Api(hub, access)
+        if hub.cluster is not None:
+            # Another hub's placement starts here as the start route would.
+            hub.cluster.handlers["start"] = api.answer_start
+        serve_http = handle_connections(api, timeouts, options.max_connections)
         async with trio.open_nursery() as nursery:
             hub.begin(nursery)
+            if hub.cluster is not None:
+                # In the background: the local API serves whether NATS answers or not.
+                await nursery.start(hub.cluster.run)
             await nursery.start(trio.serve_listeners, serve_http, listeners)
             where = str(paths.socket)
             if options.port is not None:
@@ -169,6 +181,22 @@ async def run_hub(
             if not hub.state_files.flush():  # a last chance for records a full disk held back
                 log.warning("stopping with %d unsaved state files", len(hub.state_files.pending))
             nursery.cancel_scope.cancel()
+
+
+def join_cluster(hub: Hub) -> ClusterMember:
+    """This hub's member of the cluster ``--nats`` names; the only place the cluster (and so
+    the NATS client) is imported.
+
+    Raises:
+        SiError: the NATS client is not installed.
+    """
+    try:
+        from si.daemon.cluster.member import ClusterMember, hub_name
+    except ImportError as exc:
+        raise SiError(
+            f"--nats needs the NATS client ({exc}): pip install 'si[cluster]' (nats-py)"
+        ) from None
+    return ClusterMember(hub, hub_name(hub.options, hub.paths.lock.parent))
 
 
 def tcp_access(options: HubOptions, paths: HubPaths) -> Access:
