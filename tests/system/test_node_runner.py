@@ -225,10 +225,16 @@ SHAPES = {
         "module.exports = () => Readable.from(['ab', 'cd'], { objectMode: false });",
         b"abcd",
     ),
-    "an object stream is NDJSON": (
+    "a Node object-mode stream is raw, as STH pipes it": (
+        "const { Readable } = require('stream');\n"
+        "module.exports = () =>\n"
+        "  Readable.from(async function* () { yield 'one\\n'; yield 'two'; }());",
+        b"one\ntwo",
+    ),
+    "an object in a raw stream is one JSON line (STH's pipe would fail)": (
         "const { Readable } = require('stream');\n"
         "module.exports = () => Readable.from([{ n: 1 }, 'two']);",
-        b'{"n":1}\n"two"\n',
+        b'{"n":1}\ntwo',
     ),
     "a declared contentType wins": (
         "module.exports = function () {\n"

@@ -201,20 +201,44 @@ function encodeRaw(item) {
   return jsonLine(item);
 }
 
+/** The names of the classes `value` is an instance of, nearest first. */
+function classNames(value) {
+  const names = [];
+  for (let proto = Object.getPrototypeOf(value); proto; proto = Object.getPrototypeOf(proto)) {
+    if (proto.constructor && proto.constructor.name) names.push(proto.constructor.name);
+  }
+  return names;
+}
+
 /**
- * How the items of a returned stream or iterable become bytes.
+ * A scramjet object stream: a DataStream that is not a StringStream or BufferStream. Known by
+ * class name, as the runner does not load scramjet (a sequence brings its own copy).
+ */
+function isScramjetObjectStream(source) {
+  const names = classNames(source);
+  return (
+    names.includes('DataStream') &&
+    !names.includes('StringStream') &&
+    !names.includes('BufferStream')
+  );
+}
+
+/**
+ * How the items of a returned stream or iterable become bytes, by STH's rule.
  *
  * A declared `contentType` on the returned object decides (NDJSON types: JSON lines; text/plain
- * or application/octet-stream: raw). Undeclared, a byte/string stream (not in object mode) is
- * raw and everything else (object streams, generators, arrays, iterables) is NDJSON. The input
- * stream declares its own type, so a passthrough writes back what came in. Called at the first
- * item, when the input's type is known.
+ * or application/octet-stream: raw). Undeclared, a Node Readable is piped raw, object mode or
+ * not (so `Readable.from(generator)` of strings writes the strings themselves), except a
+ * scramjet DataStream of objects; generators, arrays and other iterables are NDJSON. Raw writes
+ * a non-string item as one JSON line where STH's pipe would fail the instance. The input stream
+ * declares its own type, so a passthrough writes back what came in. Called at the first item,
+ * when the input's type is known.
  */
 function encoderFor(source) {
   const declared = source.contentType ? mediaType(source.contentType) : null;
   if (declared === NDJSON) return encodeNdjson;
   if (declared === TEXT || declared === BINARY) return encodeRaw;
-  if (source instanceof Readable && !source.readableObjectMode) return encodeRaw;
+  if (source instanceof Readable && !isScramjetObjectStream(source)) return encodeRaw;
   return encodeNdjson;
 }
 

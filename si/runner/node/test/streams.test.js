@@ -82,6 +82,16 @@ test('output encoding follows the source', () => {
   const text = (encode, item) => String(encode(item));
   assert.equal(text(encoderFor((async function* () {})()), 'a'), '"a"\n');
   assert.equal(text(encoderFor(Readable.from([1])), { n: 1 }), '{"n":1}\n');
+  // STH pipes any Node Readable raw, object mode too: Readable.from of strings is the strings.
+  assert.equal(text(encoderFor(Readable.from(['a'])), 'line\n'), 'line\n');
+  // ... except a scramjet DataStream of objects, known by its class names.
+  class DataStream extends Readable {}
+  class StringStream extends DataStream {}
+  class BufferStream extends DataStream {}
+  class Mapped extends DataStream {}
+  assert.equal(text(encoderFor(new Mapped({ objectMode: true })), 'a'), '"a"\n');
+  assert.equal(text(encoderFor(new StringStream({ objectMode: true })), 'a'), 'a');
+  assert.equal(text(encoderFor(new BufferStream()), Buffer.from('b')), 'b');
   assert.equal(text(encoderFor(new Readable({ read() {} })), 'raw'), 'raw');
   const declared = Object.assign((async function* () {})(), { contentType: 'text/plain' });
   assert.equal(text(encoderFor(declared), 'raw'), 'raw');
