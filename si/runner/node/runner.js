@@ -24,6 +24,7 @@ const {
   InputStream,
   encodeValue,
   encoderFor,
+  encodeRaw,
   isIterable,
   isReadable,
   mediaType,
@@ -205,6 +206,7 @@ class Runner {
     this.batch = [];
     this.batchSize = 0;
     this.flushScheduled = false;
+    this.ackFlushScheduled = false;
     this.windowWaiters = [];
     this.ending = false;
     this.finishing = false;
@@ -464,7 +466,11 @@ class Runner {
       for await (const item of result) {
         if (this.ending) break;
         encode = encode || encoderFor(result);
-        if (this.addOutput(encode(item))) await this.writeBatchWhenPossible();
+        const data =
+          encode === encodeRaw && typeof item === 'string'
+            ? this.input.rawOf(item) || item
+            : encode(item);
+        if (this.addOutput(data)) await this.writeBatchWhenPossible();
       }
     } else {
       this.addOutput(encodeValue(result));

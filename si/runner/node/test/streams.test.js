@@ -108,3 +108,19 @@ test('a value returned once', () => {
   assert.deepEqual(encodeValue(Buffer.from([1])), Buffer.from([1]));
   assert.equal(encodeValue({ a: 1 }), '{"a":1}\n');
 });
+
+test('a text chunk read back as it came is written from its own bytes', async () => {
+  const input = new InputStream(() => {}, 'text/plain');
+  const ascii = Buffer.from('x'.repeat(8191) + '\n');
+  const accented = Buffer.from('é'.repeat(4096));
+  input.feed(ascii);
+  input.feed(accented);
+  input.end();
+  const items = [];
+  for await (const item of input) items.push(item);
+  assert.equal(items.length, 2);
+  assert.equal(input.rawOf(items[1]), null); // not ASCII: its UTF-16 length is not its size
+  assert.equal(input.rawOf('y'.repeat(8192)), null);
+  assert.equal(input.rawOf(items[0]), ascii); // the very buffer, not a copy
+  assert.equal(input.rawOf(items[0]), null); // matched once, then forgotten
+});
