@@ -8,20 +8,22 @@ Three figures for each line size (12 B and 1 KiB), in one run:
   the issue's bar is twice this rate divided by four.
 - ``node``: the sequence users write for a JS passthrough,
   ``input => Readable.from(async function* () { for await (const l of input) yield l }())``,
-  through a real hub: text/plain in, the output read back (NDJSON, as STH's rule has it for an
-  object stream) and checked to carry exactly the bytes that went in.
+  through a real hub: text/plain in, the output read back (raw: STH pipes a Node Readable as
+  it is) and checked to be exactly the bytes that went in.
 - ``python``: the Python runner's per-line passthrough (``async for line in input: yield
   line``) on the same bytes.
 
-Rates are lines/s from the first byte sent to the last byte read back.
+Rates are lines/s from the first byte sent to the last byte read back, each the median of
+``--repeats`` runs (a fresh instance each, JS and Python alternating) with its range.
 
-    python bench/js_text.py [--lines 1000000] [--json]
+    python bench/js_text.py [--lines 1000000] [--repeats 5] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,7 +101,9 @@ def reference_rate(count: int, size: int, directory: Path) -> float:
     return float(json.loads(out.stdout)["lines_per_s"])
 
 
-def measure(count: int) -> list[dict[str, Any]]:
+def measure(count: int, repeats: int) -> list[dict[str, Any]]:
+    """Each size: the reference once, then ``repeats`` runs of the JS and the Python
+    passthrough, alternating (a fresh instance each), as medians with their range."""
     cases = []
     with (
         tempfile.TemporaryDirectory(prefix="si-bench-") as tmp,
@@ -113,34 +117,42 @@ def measure(count: int) -> list[dict[str, Any]]:
             lines = count if size < 100 else count // 10
             data = lines_of(lines, size)
             reference = reference_rate(lines, size, Path(tmp))
-            # A Readable's strings are written raw, as STH pipes them: the bytes come back.
-            node_rate = lines / passthrough_seconds(client, node, data, "text/plain")
-            python_rate = lines / passthrough_seconds(client, python, data, "text/plain")
-            cases.append(
-                {
-                    "line_bytes": size,
-                    "lines": lines,
-                    "reference_lines_per_s": round(reference),
-                    "bar_lines_per_s": round(2 * reference / 4),
-                    "node_lines_per_s": round(node_rate),
-                    "python_lines_per_s": round(python_rate),
-                }
-            )
+            rates: dict[str, list[float]] = {"node": [], "python": []}
+            for _ in range(repeats):
+                # A Readable's strings are written raw, as STH pipes them: the bytes come back.
+                for name, sequence in (("node", node), ("python", python)):
+                    seconds = passthrough_seconds(client, sequence, data, "text/plain")
+                    rates[name].append(lines / seconds)
+            case: dict[str, Any] = {
+                "line_bytes": size,
+                "lines": lines,
+                "runs": repeats,
+                "reference_lines_per_s": round(reference),
+                "bar_lines_per_s": round(2 * reference / 4),
+            }
+            for name, values in rates.items():
+                case[f"{name}_lines_per_s"] = round(statistics.median(values))
+                case[f"{name}_min"] = round(min(values))
+                case[f"{name}_max"] = round(max(values))
+            cases.append(case)
     return cases
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000, help="12 B lines (1 KiB: /10)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each passthrough")
     parser.add_argument("--json", action="store_true", help="one JSON object per line size")
     options = parser.parse_args()
-    for case in measure(options.lines):
+    for case in measure(options.lines, options.repeats):
         if options.json:
             print(json.dumps(case))
         else:
             print(
-                f"{case['line_bytes']:>5} B lines: node {case['node_lines_per_s']:,}/s, "
-                f"python {case['python_lines_per_s']:,}/s, Node pipeline "
+                f"{case['line_bytes']:>5} B lines (median of {case['runs']}): node "
+                f"{case['node_lines_per_s']:,}/s ({case['node_min']:,}-{case['node_max']:,}), "
+                f"python {case['python_lines_per_s']:,}/s "
+                f"({case['python_min']:,}-{case['python_max']:,}), Node pipeline "
                 f"{case['reference_lines_per_s']:,}/s (bar: {case['bar_lines_per_s']:,}/s)"
             )
     sys.stdout.flush()

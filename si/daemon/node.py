@@ -21,7 +21,14 @@ NODE_ENV = "SI_NODE"
 # memory per instance that a streaming runner (short-lived garbage, bounded buffers) does not
 # need. 4 MiB keeps a runner near Node's own baseline for little cost in throughput
 # (bench/runners.py).
-NODE_FLAGS = ("--max-semi-space-size=4",)
+#
+# V8 hands a function to its optimising compiler after a budget of work (132 KiB of bytecode
+# by default). A streaming runner's hot path is short JavaScript around native work (decoding,
+# socket writes), and on two cores compiling some 60 functions in the first 100 MB of a stream
+# cost as much CPU as the streaming itself (a 1 KiB-line passthrough: 0.22 s of CPU for the
+# first 100 MB, 0.14 s with this budget; docs/node-runner.md). A larger budget optimises only
+# what stays hot; compute-bound sequences reach the same code a little later, as fast.
+NODE_FLAGS = ("--max-semi-space-size=4", "--interrupt-budget=1000000")
 
 
 class NodeNotFound(Exception):
