@@ -160,6 +160,18 @@ def render_table(results: Results) -> str:
 # -- helpers ----------------------------------------------------------------------------------
 
 
+def script_cases(
+    results: Results, section: str, name: str, *args: str, timeout: float = 1800
+) -> list[dict[str, Any]] | None:
+    """The JSON lines ``bench/<name> <args>`` prints; None, with a note that ``section`` was
+    skipped and why, when it failed or ran out of time."""
+    try:
+        return json_lines(script(name, *args, timeout=timeout))
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        results.note(f"{section} skipped: {exc}")
+        return None
+
+
 def script(name: str, *args: str, timeout: float = 1800, unset: tuple[str, ...] = ()) -> str:
     """Run ``bench/<name>`` as its own process (without the variables ``unset``); its output."""
     env = {key: value for key, value in os.environ.items() if key not in unset}
@@ -507,12 +519,10 @@ def bench_cli(results: Results, quick: bool) -> None:
 
 def bench_topics(results: Results, quick: bool) -> None:
     messages = 20_000 if quick else 200_000
-    try:
-        out = script("topics.py", "--messages", str(messages), "--json", timeout=600)
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        results.note(f"topics skipped: {exc}")
-        return
-    for case in json_lines(out):
+    cases = script_cases(
+        results, "topics", "topics.py", "--messages", str(messages), "--json", timeout=600
+    )
+    for case in cases or []:
         results.add(
             Figure(
                 "topics",
@@ -528,14 +538,16 @@ def bench_topics(results: Results, quick: bool) -> None:
 def bench_cluster(results: Results, quick: bool) -> None:
     """Issue 19: a cross-hub topic beside a local one, and a NATS node's kill as a consumer
     sees it (bench/cluster.py: a real 3-node NATS cluster and two hubs)."""
-    try:
-        out = script(
-            "cluster.py", "--messages", "20000" if quick else "100000", "--json", timeout=600
-        )
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        results.note(f"cluster skipped: {exc}")
-        return
-    for case in json_lines(out):
+    cases = script_cases(
+        results,
+        "cluster",
+        "cluster.py",
+        "--messages",
+        "20000" if quick else "100000",
+        "--json",
+        timeout=600,
+    )
+    for case in cases or []:
         for label, key in (("local topic", "local"), ("cross-hub topic", "cross_hub")):
             results.add(
                 Figure(
@@ -557,12 +569,10 @@ def bench_cluster(results: Results, quick: bool) -> None:
 
 
 def bench_js_text(results: Results, quick: bool) -> None:
-    try:
-        out = script("js_text.py", "--lines", "200000" if quick else "1000000", "--json")
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        results.note(f"js-text skipped: {exc}")
-        return
-    for case in json_lines(out):
+    cases = script_cases(
+        results, "js-text", "js_text.py", "--lines", "200000" if quick else "1000000", "--json"
+    )
+    for case in cases or []:
         lines, size = f"{case['lines']:,} lines of {case['line_bytes']} B", case["line_bytes"]
         bar, python = case["bar_lines_per_s"], case["python_lines_per_s"]
         results.add(
@@ -614,12 +624,10 @@ def bench_js_text(results: Results, quick: bool) -> None:
 
 def bench_console(results: Results, quick: bool) -> None:
     instances = "200" if quick else "1000"
-    try:
-        out = script("console.py", "--instances", instances, "--json", timeout=900)
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        results.note(f"console skipped: {exc}")
-        return
-    for case in json_lines(out):
+    cases = script_cases(
+        results, "console", "console.py", "--instances", instances, "--json", timeout=900
+    )
+    for case in cases or []:
         results.add(
             Figure(
                 "console",
@@ -642,12 +650,10 @@ def bench_console(results: Results, quick: bool) -> None:
 
 
 def bench_stack(results: Results, quick: bool) -> None:
-    try:
-        out = script("stack.py", "--runs", "2" if quick else "5", "--json", timeout=600)
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        results.note(f"stack skipped: {exc}")
-        return
-    for case in json_lines(out):
+    cases = script_cases(
+        results, "stack", "stack.py", "--runs", "2" if quick else "5", "--json", timeout=600
+    )
+    for case in cases or []:
         results.add(
             Figure(
                 "stack",
@@ -667,14 +673,18 @@ def bench_stack(results: Results, quick: bool) -> None:
 
 def bench_supervision(results: Results, quick: bool) -> None:
     instances, runners = ("3", "200") if quick else ("10", "1000")
-    try:
-        out = script(
-            "supervision.py", "--instances", instances, "--runners", runners, "--json", timeout=600
-        )
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        results.note(f"supervision skipped: {exc}")
-        return
-    for case in json_lines(out):
+    cases = script_cases(
+        results,
+        "supervision",
+        "supervision.py",
+        "--instances",
+        instances,
+        "--runners",
+        runners,
+        "--json",
+        timeout=600,
+    )
+    for case in cases or []:
         restart, watchdog = case["restart"], case["watchdog"]
         results.add(
             Figure(

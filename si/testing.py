@@ -340,6 +340,10 @@ def nats_server_binary() -> Path | None:
     return Path(found) if found else None
 
 
+# Random ports tried before _free_ports gives up (a machine whose range is that full is broken).
+PORT_TRIES = 10_000
+
+
 def _free_ports(count: int) -> list[int]:
     """``count`` distinct loopback ports free now, below the kernel's ephemeral range.
 
@@ -351,7 +355,9 @@ def _free_ports(count: int) -> list[int]:
     chooser = random.Random()
     held: list[socket.socket] = []
     try:
-        while len(held) < count:
+        for _ in range(PORT_TRIES):
+            if len(held) == count:
+                break
             probe = socket.socket()
             try:
                 probe.bind(("127.0.0.1", chooser.randrange(20000, 32768)))
@@ -359,6 +365,8 @@ def _free_ports(count: int) -> list[int]:
                 probe.close()
                 continue
             held.append(probe)
+        if len(held) < count:
+            raise RuntimeError(f"no {count} free loopback ports in 20000-32767")
         return [int(probe.getsockname()[1]) for probe in held]
     finally:
         for probe in held:

@@ -16,6 +16,16 @@ from si.testing import HubProcess
 
 REPO = Path(__file__).resolve().parents[2]
 COUNTER = REPO / "examples" / "counter"
+# A Python sequence that counts up, a number every 10 ms, until stopped.
+COUNTING = """
+import asyncio
+async def run(context, input):
+    n = 0
+    while True:
+        yield n
+        n += 1
+        await asyncio.sleep(0.01)
+"""
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from si.client import HubClient
 from si.paths import connectable_unix_path
 from si.testing import HubProcess, python_package, wait_for
-from tests.console.conftest import ConsoleProcess
+from tests.console.conftest import COUNTING, ConsoleProcess
 from tests.netutil import free_port
 
 pytestmark = pytest.mark.system
@@ -211,7 +211,7 @@ def test_a_stream_through_the_console_follows_and_resumes_by_offset(
     hub: HubProcess, client: HubClient, console: ConsoleProcess, browser_client: httpx.Client
 ) -> None:
     browser_client.get(console.url)
-    sequence = client.send_sequence(python_package(COUNT))["id"]
+    sequence = client.send_sequence(python_package(COUNTING))["id"]
     instance_id = client.start_sequence(sequence, {})["id"]
     got = b""
     path = f"/api/v1/instance/{instance_id}/output"
@@ -231,14 +231,3 @@ def test_a_stream_through_the_console_follows_and_resumes_by_offset(
                 break
     numbers = [int(n) for n in (got + more).split()]
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
-
-
-COUNT = """
-import asyncio
-async def run(context, input):
-    n = 0
-    while True:
-        yield n
-        n += 1
-        await asyncio.sleep(0.01)
-"""

@@ -20,7 +20,7 @@ from selenium.webdriver.support.select import Select
 
 from si.client import HubClient
 from si.testing import HubProcess, python_package
-from tests.console.conftest import COUNTER, ConsoleProcess
+from tests.console.conftest import COUNTER, COUNTING, ConsoleProcess
 from tests.netutil import free_port
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
@@ -130,21 +130,10 @@ def test_a_thousand_instances_are_listed_and_filtered(
     assert visible.get_attribute("data-id") == ids[500]
 
 
-COUNT_FAST = """
-import asyncio
-async def run(context, input):
-    n = 0
-    while True:
-        yield n
-        n += 1
-        await asyncio.sleep(0.01)
-"""
-
-
 def test_the_hub_crashes_while_the_page_follows_output_and_nothing_repeats(
     browser: WebDriver, hub: HubProcess, client: HubClient, console: ConsoleProcess
 ) -> None:
-    sequence = client.send_sequence(python_package(COUNT_FAST))["id"]
+    sequence = client.send_sequence(python_package(COUNTING))["id"]
     instance_id = client.start_sequence(sequence, {})["id"]
     driver = browser
     driver.get(console.url)
