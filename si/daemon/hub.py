@@ -17,6 +17,7 @@ import logging
 import secrets
 import shutil
 import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -28,7 +29,7 @@ import trio.lowlevel
 from si.daemon.fds import Headroom, OutOfFileDescriptors
 from si.daemon.feed import Feed
 from si.daemon.limits import Limits, MemoryWatchdog
-from si.daemon.node import NodeNotFound, node_runner_argv, node_spare_argv
+from si.daemon.node import NodeNotFound, NodeSnapshot, node_runner_argv, node_spare_argv
 from si.daemon.options import HubOptions
 from si.daemon.pipe import LagLimit
 from si.daemon.record import InstanceRecord, InstanceStatus, RunOutcome
@@ -83,6 +84,7 @@ class Hub:
         self.instances: dict[str, Instance] = {}
         self.started_at = time.time()
         self.spawner = Spawner(paths.lock.parent)
+        self.node_snapshot = NodeSnapshot(paths.lock.parent / "node-snapshot")
         # Every state file the hub writes goes through this, so a full disk degrades.
         self.state_files = StateFiles()
         self.topics = Topics(paths.lock.parent / "topics.json", self.state_files)
@@ -180,6 +182,25 @@ class Hub:
         instance start does not wait for it (~0.1 s). Called when there are sequences to start:
         at start-up with stored ones, and after an upload."""
         self.nursery.start_soon(self._warm_keeper)
+        if any(sequence.manifest.language == "node" for sequence in self.sequences.values()):
+            self.warm_node_snapshot()
+
+    def warm_node_snapshot(self) -> None:
+        """Build the Node runner's startup snapshot in the background if it is not built yet;
+        spares boot from it once it is (si.daemon.node.NodeSnapshot)."""
+        if self.node_snapshot.wanted():
+            self.node_snapshot.building = True
+            self.nursery.start_soon(self._build_node_snapshot)
+
+    async def _build_node_snapshot(self) -> None:
+        try:
+            built = await trio.to_thread.run_sync(self.node_snapshot.build)
+            log.info("the Node runner's startup snapshot is built: %s", built.name)
+        except (NodeNotFound, OSError, subprocess.SubprocessError) as exc:
+            self.node_snapshot.failed = True
+            log.warning("spares boot without a startup snapshot: cannot build one: %s", exc)
+        finally:
+            self.node_snapshot.building = False
 
     async def _warm_keeper(self) -> None:
         try:
@@ -344,8 +365,9 @@ class Hub:
             SpawnError, NodeNotFound, OutOfFileDescriptors: nothing was started.
         """
         if sequence.manifest.language == "node":
+            self.warm_node_snapshot()
             return await self.spawner.spawn(
-                directory, node_runner_argv(directory), node_spare_argv()
+                directory, node_runner_argv(directory), node_spare_argv(self.node_snapshot.ready())
             )
         return await self.spawner.spawn(directory)
 

@@ -107,6 +107,31 @@ function processIdentity() {
  * Load the sequence's main file as STH's Node runner does; returns its functions and the
  * optional topic declaration that may lead an exported array. Throws SequenceLoadError.
  */
+/**
+ * `import(url)`. Code compiled into a startup snapshot has no dynamic-import callback (it fails
+ * with ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING), so a runner booted from one imports through a
+ * function compiled now with Node's default loader. (Modules the sequence itself loads are
+ * compiled at run time and import as usual.)
+ */
+async function importModule(url) {
+  if (!bootedFromSnapshot) return import(url);
+  const vm = require('node:vm');
+  const emitWarning = process.emitWarning;
+  process.emitWarning = () => {}; // "USE_MAIN_CONTEXT_DEFAULT_LOADER is experimental", once
+  let load;
+  try {
+    load = vm.compileFunction('return import(url)', ['url'], {
+      importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+    });
+  } finally {
+    process.emitWarning = emitWarning;
+  }
+  return load(url);
+}
+
+// Set by the snapshot's main function (snapshot.js) before anything else runs.
+let bootedFromSnapshot = false;
+
 async function loadSequence(sequenceDir, entry) {
   const file = path.resolve(sequenceDir, entry);
   let isFile = false;
@@ -126,10 +151,12 @@ async function loadSequence(sequenceDir, entry) {
   let exported;
   try {
     try {
-      exported = require(file);
+      // Its own require, not the runner's: a runner booted from a startup snapshot has only
+      // the built-in modules in its own (see snapshot.js).
+      exported = require('node:module').createRequire(file)(file);
     } catch (error) {
       if (!error || error.code !== 'ERR_REQUIRE_ESM') throw error;
-      exported = await import(pathToFileURL(file).href); // an ES module package
+      exported = await importModule(pathToFileURL(file).href); // an ES module package
     }
   } catch (error) {
     process.stderr.write(`${(error && error.stack) || error}\n`);
@@ -600,6 +627,7 @@ class Runner {
  */
 async function main(argv, server = net.createServer().listen({ fd: 3 })) {
   const instanceDir = path.resolve(argv[2]);
+  process.argv = argv; // as a runner started on the instance directory has it
   const spawn = JSON.parse(fs.readFileSync(path.join(instanceDir, FILES.spawn), 'utf8'));
   // Not fsynced (a few ms of every start): after a machine crash the runner it names is gone
   // whatever the file holds, and a hub marks the instance lost either way.
@@ -713,16 +741,27 @@ function start(argv, server) {
   });
 }
 
-if (require.main === module) {
+/**
+ * The runner's own start: `args` are the command line's arguments after the script,
+ * `[<instance dir>]` or `["--spare"]`. `fromSnapshot`: booted from a startup snapshot, whose
+ * process.argv has no script path (snapshot.js).
+ */
+function entry(args, fromSnapshot = false) {
+  bootedFromSnapshot = fromSnapshot;
   deferExtraCaCerts();
-  if (process.argv[2] === '--spare') {
+  if (args[0] === '--spare') {
     const server = warmUp();
     const instanceDir = awaitAssignment();
     if (instanceDir === null) process.exit(0);
-    start([process.argv[0], process.argv[1], instanceDir], server);
+    start([process.argv[0], RUNNER_JS, instanceDir], server);
   } else {
-    start(process.argv);
+    start([process.argv[0], RUNNER_JS, args[0]]);
   }
 }
 
-module.exports = { Runner, awaitAssignment, loadSequence, main };
+// This file's path, also where a snapshot-booted runner says its script is.
+const RUNNER_JS = path.join(__dirname, 'runner.js');
+
+if (require.main === module) entry(process.argv.slice(2));
+
+module.exports = { Runner, awaitAssignment, entry, loadSequence, main };
