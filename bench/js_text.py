@@ -17,7 +17,9 @@ Rates are lines/s from the first byte sent to the last byte read back, each the 
 ``--repeats`` runs (a fresh instance each, JS and Python alternating) with its range: once
 with the clock started as the instance is started (its start inside the time), once after
 the instance has had 0.3 s to come up (the stream's own rate; the start is ``start`` figures'
-business).
+business). Beside them, the median CPU seconds of each runner process over all its runs: the
+hub and the client are the same for both runners and take most of the CPU, so the rates are
+bound by them and the runners' own cost shows here.
 
     python bench/js_text.py [--lines 1000000] [--repeats 5] [--json]
 """
@@ -130,12 +132,19 @@ def measure(count: int, repeats: int) -> list[dict[str, Any]]:
             rates: dict[str, list[float]] = {
                 f"{name}{variant}": [] for name in ("node", "python") for variant in ("", "_up")
             }
+            # The runner's own CPU per run (the hub and the client are the same for both).
+            cpu: dict[str, list[float]] = {"node": [], "python": []}
             for _ in range(repeats):
                 # A Readable's strings are written raw, as STH pipes them: the bytes come back.
                 for variant, settle in (("", 0.0), ("_up", SETTLE)):
                     for name, sequence in (("node", node), ("python", python)):
                         seconds = passthrough_seconds(
-                            client, sequence, data, "text/plain", settle=settle
+                            client,
+                            sequence,
+                            data,
+                            "text/plain",
+                            settle=settle,
+                            runner_cpu=cpu[name],
                         )
                         rates[f"{name}{variant}"].append(lines / seconds)
             case: dict[str, Any] = {
@@ -149,6 +158,8 @@ def measure(count: int, repeats: int) -> list[dict[str, Any]]:
                 case[f"{name}_lines_per_s"] = round(statistics.median(values))
                 case[f"{name}_min"] = round(min(values))
                 case[f"{name}_max"] = round(max(values))
+            for name, seconds in cpu.items():
+                case[f"{name}_runner_cpu_s"] = round(statistics.median(seconds), 3)
             cases.append(case)
     return cases
 
@@ -170,7 +181,8 @@ def main() -> None:
                 f"({case['python_min']:,}-{case['python_max']:,}), Node pipeline "
                 f"{case['reference_lines_per_s']:,}/s (bar: {case['bar_lines_per_s']:,}/s); "
                 f"instance up first: node {case['node_up_lines_per_s']:,}/s, "
-                f"python {case['python_up_lines_per_s']:,}/s"
+                f"python {case['python_up_lines_per_s']:,}/s; runner CPU: node "
+                f"{case['node_runner_cpu_s']} s, python {case['python_runner_cpu_s']} s"
             )
     sys.stdout.flush()
 

@@ -620,6 +620,19 @@ def bench_js_text(results: Results, quick: bool) -> None:
                     note="medians of alternating runs; both write the text back raw",
                 )
             )
+        if "node_runner_cpu_s" in case:
+            results.add(
+                Figure(
+                    "js-text",
+                    f"  the JS runner's CPU for the stream, beside the Python runner's "
+                    f"({case['python_runner_cpu_s']} s)",
+                    "s",
+                    case["node_runner_cpu_s"],
+                    target=f"<= {case['python_runner_cpu_s']} s",
+                    goal=("<=", case["python_runner_cpu_s"]),
+                    note="the hub and client, the same for both, bound the rates",
+                )
+            )
 
 
 def bench_console(results: Results, quick: bool) -> None:

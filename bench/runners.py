@@ -75,6 +75,33 @@ def blocks(data: bytes) -> Iterator[bytes]:
         yield view[start : start + UPLOAD_BLOCK]  # type: ignore[misc]
 
 
+class RunnerCpu:
+    """The CPU seconds (user + system) an instance's runner used, sampled every few ms from
+    /proc while it lives: the last sample stands for its whole life (it may end any moment)."""
+
+    def __init__(self, client: HubClient, instance: str) -> None:
+        self.seconds = 0.0
+        self._done = threading.Event()
+        pid = client.get_instance(instance).get("pid")
+        self._thread = threading.Thread(target=self._sample, args=(pid,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, pid: int | None) -> None:
+        ticks = os.sysconf("SC_CLK_TCK")
+        while pid and not self._done.wait(0.005):
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                return  # it ended: the last sample stands
+            self.seconds = (int(fields[11]) + int(fields[12])) / ticks
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        return self.seconds
+
+
 def passthrough_seconds(
     client: HubClient,
     sequence: str,
@@ -82,14 +109,16 @@ def passthrough_seconds(
     content_type: str,
     decode: Callable[[bytes], bytes] | None = None,
     settle: float = 0.0,
+    runner_cpu: list[float] | None = None,
 ) -> float:
     """Seconds to send ``data`` through a passthrough instance and read all of it back.
 
     ``decode`` turns what came back into what went in (an NDJSON output, say); the result must
     equal ``data``. ``settle``: seconds to let the new instance come up before the clock starts
-    (0: its start is part of the time).
+    (0: its start is part of the time). ``runner_cpu``: the runner's CPU seconds are appended.
     """
     instance = client.start_sequence(sequence, {})["id"]
+    cpu = RunnerCpu(client, instance) if runner_cpu is not None else None
     time.sleep(settle)
     # Touched before the clock starts: first-touch page faults are the benchmark's cost.
     received = bytearray(1) * len(data)
@@ -107,6 +136,8 @@ def passthrough_seconds(
     client.send_input(instance, blocks(data), content_type=content_type, end=True)
     reader.join(600)
     elapsed = time.perf_counter() - began
+    if cpu is not None and runner_cpu is not None:
+        runner_cpu.append(cpu.stop())
     back = memoryview(received)[:size]  # no copy of what may be a GiB
     if (back if decode is None else decode(bytes(back))) != data:
         raise RuntimeError(f"{content_type} passthrough lost or changed data")

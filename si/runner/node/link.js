@@ -13,6 +13,10 @@ const HEADER_SIZE = 16;
 // Senders split bigger writes; receivers refuse bigger frames (a corrupt length field must not
 // make us buffer gigabytes).
 const MAX_PAYLOAD = 1 << 20;
+// ReadSlab: its slabs' sizes (big while a stream is fast), and the least room a read is given.
+const SMALL_SLAB = 64 * 1024;
+const BIG_SLAB = 1 << 20;
+const MIN_READ = 16 * 1024;
 const PROTOCOL_VERSION = 1;
 // Unacknowledged bytes a sender may have per channel (see DEFAULT_WINDOW in link.py).
 const DEFAULT_WINDOW = 1 << 20;
@@ -61,7 +65,18 @@ class FrameDecoder {
 
   feed(data) {
     if (data.length) {
-      this.chunks.push(data);
+      const last = this.chunks[this.chunks.length - 1];
+      if (last && adjacent(last, data)) {
+        // Consecutive reads into one slab (see ReadSlab): one view, so a frame that spans
+        // them is taken without a copy.
+        this.chunks[this.chunks.length - 1] = Buffer.from(
+          last.buffer,
+          last.byteOffset,
+          last.length + data.length,
+        );
+      } else {
+        this.chunks.push(data);
+      }
       this.size += data.length;
     }
     const frames = [];
@@ -116,6 +131,52 @@ class FrameDecoder {
       }
     }
     return Buffer.concat(parts, n);
+  }
+}
+
+function adjacent(first, second) {
+  return first.buffer === second.buffer && first.byteOffset + first.length === second.byteOffset;
+}
+
+/**
+ * Where a socket reads into: consecutive reads land side by side in one slab, each read may
+ * take all of the slab that is left, and a new slab is begun when less than MIN_READ is.
+ *
+ * Node otherwise reads at most 64 KiB into a buffer of its own each time, so every DATA frame
+ * of the hub's (up to 256 KiB) spanned reads and was copied together; reads in one slab are one
+ * view to the FrameDecoder, and only a frame crossing into a new slab is copied. A slab is
+ * large (BIG_SLAB) only while reads fill all the room they are given, which is a fast stream:
+ * an idle runner's heartbeats walk through small slabs and touch a few pages, not a MiB. A
+ * slab lives while any view of it does: a sequence keeping a few bytes of one input chunk
+ * keeps that slab, as with Node's own pooled buffers.
+ */
+class ReadSlab {
+  constructor({ small = SMALL_SLAB, big = BIG_SLAB, minRead = MIN_READ } = {}) {
+    this.sizes = { small, big };
+    this.minRead = minRead;
+    this.fast = false;
+    this.slab = Buffer.allocUnsafe(small);
+    this.used = 0;
+    this.offered = 0;
+  }
+
+  /** The buffer for the next read (net.Socket's onread.buffer). */
+  next() {
+    if (this.slab.length - this.used < this.minRead) {
+      this.slab = Buffer.allocUnsafe(this.fast ? this.sizes.big : this.sizes.small);
+      this.used = 0;
+    }
+    this.offered = this.slab.length - this.used;
+    return this.slab.subarray(this.used);
+  }
+
+  /** The read filled nbytes of the buffer next() gave: those bytes, kept. */
+  filled(nbytes) {
+    const data = this.slab.subarray(this.used, this.used + nbytes);
+    this.used += nbytes;
+    if (nbytes === this.offered) this.fast = true;
+    else if (nbytes < this.minRead) this.fast = false;
+    return data;
   }
 }
 
@@ -544,6 +605,7 @@ module.exports = {
   LinkError,
   MAX_PAYLOAD,
   PROTOCOL_VERSION,
+  ReadSlab,
   canonicalJson,
   encodeFrame,
   encodeHeader,

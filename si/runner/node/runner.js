@@ -18,7 +18,7 @@ const { Readable } = require('node:stream');
 const { pathToFileURL } = require('node:url');
 
 const { AppContext, Logger, SegmentWriter } = require('./context.js');
-const { Channel, DEFAULT_WINDOW, Link, LinkError } = require('./link.js');
+const { Channel, DEFAULT_WINDOW, Link, LinkError, ReadSlab } = require('./link.js');
 const {
   BINARY,
   InputStream,
@@ -251,9 +251,9 @@ class Runner {
    * bytes the old hub wrote before it died are still in that socket, and the handshake on
    * the new connection must report them as received.
    */
-  attach(socket) {
+  attach(accepted) {
+    const socket = readingIntoSlabs(accepted, (data) => this.receive(socket, data));
     socket.setNoDelay(true);
-    socket.on('data', (data) => this.receive(socket, data));
     socket.on('close', () => this.detach(socket));
     socket.on('error', () => {}); // 'close' follows; the hub dials again
     if (!this.socket) {
@@ -621,11 +621,36 @@ class Runner {
 }
 
 /**
+ * The hub's connections arrive paused (see readingIntoSlabs), on the listener the keeper left
+ * on fd 3.
+ */
+function listenOnFd3() {
+  return net.createServer({ pauseOnConnect: true }).listen({ fd: 3 });
+}
+
+/**
+ * A socket on the accepted connection's handle that reads into ReadSlabs and hands each read to
+ * the runner. net.Server cannot give its connections an `onread`, so the connection is
+ * accepted paused, before anything was read from it, and its handle is wrapped again.
+ */
+function readingIntoSlabs(accepted, onData) {
+  const slab = new ReadSlab();
+  const socket = new net.Socket({
+    handle: accepted._handle,
+    readable: true,
+    writable: true,
+    onread: { buffer: () => slab.next(), callback: (nbytes) => onData(slab.filled(nbytes)) },
+  });
+  socket.resume(); // reads go to onData; flowing, the socket still emits 'end' and 'close'
+  return socket;
+}
+
+/**
  * Run as the runner of the instance directory argv[2]. `server`: the listener on fd 3 when it is
  * listening already (a spare, which set it up before its assignment); connections wait in its
  * backlog until the event loop runs, which is after this has attached the runner.
  */
-async function main(argv, server = net.createServer().listen({ fd: 3 })) {
+async function main(argv, server = listenOnFd3()) {
   const instanceDir = path.resolve(argv[2]);
   process.argv = argv; // as a runner started on the instance directory has it
   const spawn = JSON.parse(fs.readFileSync(path.join(instanceDir, FILES.spawn), 'utf8'));
@@ -698,7 +723,7 @@ function awaitAssignment(fd = SPARE_CONTROL_FD) {
  */
 function warmUp() {
   crypto.createHmac('sha256', Buffer.alloc(32)).update('warm').digest();
-  return net.createServer().listen({ fd: 3 });
+  return listenOnFd3();
 }
 
 /**

@@ -7,7 +7,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { test } = require('node:test');
 
-const { FrameDecoder, Kind, Link, LinkError, encodeFrame } = require('../link.js');
+const { FrameDecoder, Kind, Link, LinkError, ReadSlab, encodeFrame } = require('../link.js');
 
 const VECTORS_PATH =
   process.env.SI_LINK_VECTORS ||
@@ -198,3 +198,70 @@ for (const scenario of vectors.scenarios) {
     });
   });
 }
+
+// A socket reading into a ReadSlab, in reads of the given sizes: what the decoder makes of it.
+function readThroughSlab(stream, sizes, slab, slabs) {
+  const decoder = new FrameDecoder();
+  const frames = [];
+  let start = 0;
+  for (let index = 0; start < stream.length; index++) {
+    const room = slab.next();
+    slabs.add(room.buffer);
+    const nbytes = Math.min(sizes[index % sizes.length], room.length, stream.length - start);
+    stream.copy(room, 0, start, start + nbytes);
+    frames.push(...decoder.feed(slab.filled(nbytes)));
+    start += nbytes;
+  }
+  assert.equal(decoder.buffered, 0);
+  return frames;
+}
+
+test('frames read into a slab are views of it, and whole across slabs', () => {
+  const payloads = [];
+  for (let n = 0; n < 40; n++) payloads.push(Buffer.alloc(10000 + n * 7, n));
+  const stream = Buffer.concat(
+    payloads.map((payload, n) => encodeFrame(Kind.DATA, 5, n * 20000, payload)),
+  );
+  const slab = new ReadSlab({ small: 16 * 1024, big: 64 * 1024, minRead: 1024 });
+  const slabs = new Set();
+  const frames = readThroughSlab(stream, [3000, 17, 9000, 4096], slab, slabs);
+  assert.deepEqual(
+    frames.map((frame) => frame.payload),
+    payloads,
+  );
+  // Only a frame crossing into a new slab was copied; frames that spanned reads within one
+  // slab are views of it.
+  const copied = frames.filter((frame) => !slabs.has(frame.payload.buffer)).length;
+  assert.ok(slabs.size > 4, `${slabs.size} slabs`);
+  assert.ok(copied <= slabs.size - 1, `${copied} of ${frames.length} copied`);
+});
+
+test('the decoder joins only views that are next to each other in memory', () => {
+  const memory = Buffer.from('0123456789abcdef'.repeat(4));
+  const frame = encodeFrame(Kind.DATA, 5, 0, Buffer.from('hello, world'));
+  const shared = Buffer.alloc(frame.length * 2);
+  frame.copy(shared, 0);
+  const decoder = new FrameDecoder();
+  // Two views of one buffer, not adjacent (a gap between them): they must not be joined.
+  assert.deepEqual(decoder.feed(shared.subarray(0, 10)), []);
+  memory.copy(shared, 10, 0, 4); // bytes in the gap that are not part of the stream
+  frame.copy(shared, 14, 10);
+  const [decoded] = decoder.feed(shared.subarray(14, 14 + frame.length - 10));
+  assert.equal(decoded.payload.toString(), 'hello, world');
+});
+
+test('a slab is big only while reads fill all the room they are given', () => {
+  const slab = new ReadSlab({ small: 64, big: 1024, minRead: 16 });
+  const lengths = new Set();
+  const read = (nbytes) => {
+    const room = slab.next();
+    lengths.add(slab.slab.length);
+    slab.filled(Math.min(nbytes, room.length));
+  };
+  for (let n = 0; n < 20; n++) read(4); // a trickle through several slabs: all small
+  assert.deepEqual([...lengths], [64]);
+  for (let n = 0; n < 4; n++) read(100000); // reads that fill their room: the stream is fast
+  assert.equal(slab.slab.length, 1024);
+  for (let n = 0; n < 300; n++) read(4); // slow again: the next slab is small
+  assert.equal(slab.slab.length, 64);
+});
