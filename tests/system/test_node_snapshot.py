@@ -9,7 +9,6 @@ snapshot that cannot be built, or is turned off, leaves spares booting from runn
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,15 +77,6 @@ def output(client: HubClient, instance: str) -> bytes:
 
 def blobs(home: Path) -> list[Path]:
     return sorted((home / "node-snapshot").glob("runner-*.blob"))
-
-
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[HubProcess]:
-    process = HubProcess(tmp_path / "home").start()
-    try:
-        yield process
-    finally:
-        process.close()
 
 
 def test_spares_boot_from_the_snapshot_and_run_every_kind_of_package(hub: HubProcess) -> None:

@@ -157,7 +157,6 @@ class ReadSlab {
     this.fast = false;
     this.slab = Buffer.allocUnsafe(small);
     this.used = 0;
-    this.offered = 0;
   }
 
   /** The buffer for the next read (net.Socket's onread.buffer). */
@@ -166,15 +165,15 @@ class ReadSlab {
       this.slab = Buffer.allocUnsafe(this.fast ? this.sizes.big : this.sizes.small);
       this.used = 0;
     }
-    this.offered = this.slab.length - this.used;
     return this.slab.subarray(this.used);
   }
 
   /** The read filled nbytes of the buffer next() gave: those bytes, kept. */
   filled(nbytes) {
+    const room = this.slab.length - this.used; // what next() offered: only it changes the slab
     const data = this.slab.subarray(this.used, this.used + nbytes);
     this.used += nbytes;
-    if (nbytes === this.offered) this.fast = true;
+    if (nbytes === room) this.fast = true;
     else if (nbytes < this.minRead) this.fast = false;
     return data;
   }

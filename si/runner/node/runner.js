@@ -104,10 +104,6 @@ function processIdentity() {
 // -- the sequence --------------------------------------------------------------------------
 
 /**
- * Load the sequence's main file as STH's Node runner does; returns its functions and the
- * optional topic declaration that may lead an exported array. Throws SequenceLoadError.
- */
-/**
  * `import(url)`. Code compiled into a startup snapshot has no dynamic-import callback (it fails
  * with ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING), so a runner booted from one imports through a
  * function compiled now with Node's default loader. (Modules the sequence itself loads are
@@ -132,6 +128,10 @@ async function importModule(url) {
 // Set by the snapshot's main function (snapshot.js) before anything else runs.
 let bootedFromSnapshot = false;
 
+/**
+ * Load the sequence's main file as STH's Node runner does; returns its functions and the
+ * optional topic declaration that may lead an exported array. Throws SequenceLoadError.
+ */
 async function loadSequence(sequenceDir, entry) {
   const file = path.resolve(sequenceDir, entry);
   let isFile = false;
