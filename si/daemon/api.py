@@ -1057,7 +1057,10 @@ class Api:
                 await runner_link.send(Channel.INPUT, chunk)
             if end:
                 runner_link.end(Channel.INPUT)
-            await runner_link.wait_flushed()
+            if not await runner_link.wait_flushed():
+                # The reply breaks off: the client must not take the data as delivered.
+                log.info("instance %s: its runner ended before it took the input", instance.id)
+                return
             await response.end()
 
     async def instance_inout(self, request: Request, response: Response) -> None:
@@ -1129,7 +1132,9 @@ class Api:
             await runner_link.send(Channel.STDIN, chunk)
         if end:
             runner_link.end(Channel.STDIN)
-        await runner_link.wait_flushed()
+        if not await runner_link.wait_flushed():
+            log.info("instance %s: its runner ended before it took the stdin", instance.id)
+            return
         await response.end()
 
     async def monitoring_rate(self, request: Request, response: Response) -> None:

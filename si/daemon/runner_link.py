@@ -118,6 +118,7 @@ class RunnerLink:
         self._requested = 0  # bumped by every flush(); the writer records what it has sent
         self._sent_generation = 0
         self._flushed = Changes()
+        self._over = False  # run() returned: no connection will come
         self.connected = trio.Event()
         self.dials = 0
 
@@ -128,14 +129,27 @@ class RunnerLink:
         self._requested += 1
         self._dirty.set()
 
-    async def wait_flushed(self) -> None:
-        """Wait until everything queued so far has been written to the runner's socket."""
-        self.flush()
-        target = self._requested
-        while self._sent_generation < target:
-            if self._stream is None:
-                return  # not connected: the replay buffer keeps it for the next connection
-            await self._flushed.wait()
+    async def wait_flushed(self) -> bool:
+        """Wait until everything queued so far is in the runner's socket; ``False`` if the
+        runner went away first.
+
+        Once the kernel took the bytes the runner reads them even if this hub dies next (both
+        runners read a dead hub's connection to its end), and the next hub resumes from what
+        the runner counts as received. The replay buffer alone is not enough: it dies with this
+        hub. So while the runner is not connected, this waits for the next connection.
+        """
+        while not self._over:
+            stream = self._stream
+            if stream is not None and self.link.established:
+                self.flush()
+                target = self._requested
+                while self._sent_generation < target and self._stream is stream:
+                    await self._flushed.wait()
+                if self._stream is stream:
+                    return True
+            else:
+                await self._flushed.wait()  # notified on each handshake and at the end
+        return False
 
     async def send(self, channel: int, data: bytes) -> None:
         """Queue ``data`` on ``channel`` once the peer's window allows it."""
@@ -179,6 +193,13 @@ class RunnerLink:
     async def run(self) -> None:
         """Keep a connection to the runner while it lives. Returns when the runner is gone,
         or (adoption) when it could not be proven within ``prove_within`` seconds."""
+        try:
+            await self._keep_connected()
+        finally:
+            self._over = True
+            self._flushed.notify()
+
+    async def _keep_connected(self) -> None:
         delay = RETRY_FIRST
         deadline = None if self.prove_within is None else trio.current_time() + self.prove_within
         while self.owner.runner_alive():
@@ -280,6 +301,7 @@ class RunnerLink:
                 self.connected.set()
                 owner.on_established(event.peer, event.received)
                 self._window_changed.notify()
+                self._flushed.notify()  # wait_flushed may now write
             elif isinstance(event, Message):
                 owner.on_message(event.body)
 

@@ -23,6 +23,8 @@ from si.protocol.link import DEFAULT_WINDOW, Data, Ended, Link, LinkError, Windo
 
 # How long an older hub connection may take to reach its end once a newer hub connected.
 OLD_CONNECTION_GRACE = 2.0
+# One read of what a dead hub left in its connection's socket.
+READ_WHAT_IS_LEFT = 256 * 1024
 
 log = logging.getLogger("si.runner")
 
@@ -42,6 +44,8 @@ class HubConnection(asyncio.Protocol):
     def __init__(self, server: LinkServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
+        self._fd = -1
+        self._closed_here = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -49,15 +53,34 @@ class HubConnection(asyncio.Protocol):
         # Room for a whole window of output in the socket: writes seldom wait for the hub.
         sock = transport.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, DEFAULT_WINDOW)
+        self._fd = sock.fileno()
         self.server.attach(self)
 
     def data_received(self, data: bytes) -> None:
         self.server.receive(self, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed_here:
+            self._read_what_is_left()
         self.server.detach(self)
 
+    def _read_what_is_left(self) -> None:
+        # asyncio drops a connection whose write fails (the hub died) without reading the rest
+        # of its socket. But the hub answered its client once the kernel took those bytes, and
+        # the next hub resumes from what this runner counts as received: read them now. The
+        # socket is still open here (the transport closes it after this callback); the peer
+        # is gone, so everything it will ever send is already queued.
+        while self._fd >= 0:
+            try:
+                data = os.read(self._fd, READ_WHAT_IS_LEFT)
+            except OSError:  # EAGAIN: nothing left; ECONNRESET comes only after the data
+                return
+            if not data:
+                return
+            self.server.receive(self, data)
+
     def close(self) -> None:
+        self._closed_here = True
         if self.transport is not None:
             self.transport.close()
 
@@ -148,8 +171,11 @@ class LinkServer:
     def flush(self) -> None:
         """Write what the link queued to the active connection."""
         data = self.link.data_to_send()
-        if data and self.connection is not None and self.connection.transport is not None:
-            self.connection.transport.write(data)
+        connection = self.connection
+        transport = connection.transport if connection is not None else None
+        # A dying connection takes no more writes (the link resends them to the next hub).
+        if data and transport is not None and not transport.is_closing():
+            transport.write(data)
 
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for the active connection's socket buffer to empty."""

@@ -196,6 +196,60 @@ async def test_input_waits_for_the_window(
     assert bytes(runner.received[Channel.INPUT]) == payload * chunks
 
 
+async def test_input_queued_before_the_runner_answers_is_flushed_only_once_it_is_connected(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    # The replay buffer dies with the hub: "flushed" must mean in the runner's socket.
+    owner = Owner()
+    runner = FakeRunner(INSTANCE, TOKEN)
+    connect = runner.connector(nursery)
+    answering = trio.Event()
+
+    async def late_connect() -> trio.abc.Stream:
+        await answering.wait()
+        stream: trio.abc.Stream = await connect()
+        return stream
+
+    runner_link = RunnerLink(owner, hub_link(), "unused", connect=late_connect)
+    nursery.start_soon(runner_link.run)
+    await runner_link.send(Channel.INPUT, b"early\n")
+    flushed_at: list[float] = []
+
+    async def flush() -> None:
+        assert await runner_link.wait_flushed()
+        flushed_at.append(trio.current_time())
+
+    nursery.start_soon(flush)
+    await trio.sleep(3)
+    assert flushed_at == []  # still waiting: nothing is in a runner's hands
+    answering.set()
+    answering_at = trio.current_time()
+    await trio.sleep(1)
+    assert flushed_at
+    assert flushed_at[0] >= answering_at
+    assert bytes(runner.received[Channel.INPUT]) == b"early\n"
+
+
+async def test_waiting_to_flush_ends_false_when_the_runner_is_gone(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    owner = Owner()
+    runner_link = RunnerLink(owner, hub_link(), "unused", connect=refused)
+    nursery.start_soon(runner_link.run)
+    await runner_link.send(Channel.INPUT, b"never taken\n")
+    result: list[bool] = []
+
+    async def flush() -> None:
+        result.append(await runner_link.wait_flushed())
+
+    nursery.start_soon(flush)
+    await trio.sleep(2)
+    assert result == []
+    owner.alive = False  # the runner exited; the link stops dialling
+    await trio.sleep(1)
+    assert result == [False]
+
+
 def sent_until_refused(runner_link: RunnerLink, message: Any, allowance: int = 0) -> int:
     """How many copies of ``message`` are queued before one is refused (at most 100,000)."""
     for accepted in range(100_000):

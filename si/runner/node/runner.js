@@ -253,6 +253,7 @@ class Runner {
    */
   attach(accepted) {
     const socket = readingIntoSlabs(accepted, (data) => this.receive(socket, data));
+    readPastFailedWrites(socket);
     socket.setNoDelay(true);
     socket.on('close', () => this.detach(socket));
     socket.on('error', () => {}); // 'close' follows; the hub dials again
@@ -646,6 +647,33 @@ function readingIntoSlabs(accepted, onData) {
 }
 
 /**
+ * Keep reading a hub connection after a write to it failed. A write fails because the hub died,
+ * and what it wrote before dying is still in the socket: it answered its client once the kernel
+ * took those bytes, and the next hub resumes from what this runner counts as received. Node
+ * destroys a socket whose write failed, unread bytes and all; here the failure only stops the
+ * writes (the link keeps their bytes for the next hub) and the socket lives until its end is
+ * read, or for OLD_CONNECTION_GRACE_MS. Wraps Socket#_writeGeneric, which Node does not
+ * document: every write of a connected socket goes through it.
+ */
+function readPastFailedWrites(socket) {
+  const writeGeneric = socket._writeGeneric;
+  let failed = false;
+  socket._writeGeneric = function (writev, data, encoding, callback) {
+    if (failed) {
+      callback();
+      return;
+    }
+    writeGeneric.call(this, writev, data, encoding, (error) => {
+      if (error && !failed) {
+        failed = true;
+        setTimeout(() => socket.destroy(), OLD_CONNECTION_GRACE_MS).unref();
+      }
+      callback();
+    });
+  };
+}
+
+/**
  * Run as the runner of the instance directory argv[2]. `server`: the listener on fd 3 when it is
  * listening already (a spare, which set it up before its assignment); connections wait in its
  * backlog until the event loop runs, which is after this has attached the runner.
@@ -789,4 +817,12 @@ const RUNNER_JS = path.join(__dirname, 'runner.js');
 
 if (require.main === module) entry(process.argv.slice(2));
 
-module.exports = { Runner, awaitAssignment, entry, loadSequence, main };
+module.exports = {
+  Runner,
+  awaitAssignment,
+  entry,
+  loadSequence,
+  main,
+  readPastFailedWrites,
+  readingIntoSlabs,
+};
