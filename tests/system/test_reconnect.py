@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -21,7 +22,7 @@ import pytest
 
 from si.client import HubClient, HubError
 from si.identity import ProcessIdentity
-from si.testing import HubProcess, python_package, wait_for
+from si.testing import HubProcess, make_package, python_package, wait_for
 from tests.system.conftest import hub_http
 
 pytestmark = pytest.mark.system
@@ -239,6 +240,70 @@ def test_input_sent_before_and_after_a_restart_arrives_complete_and_in_order(
     follower.join(30)
     assert follower.error is None, follower.error
     assert follower.numbers() == list(range(20000))
+
+
+# A sequence that, at the line "block", blocks its runner's whole event loop until a file
+# appears: input the hub writes meanwhile stays unread in the runner's socket.
+BLOCKING_PYTHON = """
+import os, time
+
+async def run(context, input, blocking, release):
+    async for line in input:
+        if "block" in line:
+            open(blocking, "w").close()
+            while not os.path.exists(release):
+                time.sleep(0.01)
+        yield line
+"""
+BLOCKING_NODE = """
+const fs = require('node:fs');
+const { Readable } = require('node:stream');
+module.exports = (input, blocking, release) => Readable.from(async function* () {
+  for await (const line of input) {
+    if (String(line).includes('block')) {
+      fs.writeFileSync(blocking, '');
+      const pause = new Int32Array(new SharedArrayBuffer(4));
+      while (!fs.existsSync(release)) Atomics.wait(pause, 0, 0, 10);
+    }
+    yield line;
+  }
+}());
+"""
+
+
+@pytest.mark.parametrize("runner", ["python", "node"])
+def test_input_a_hub_wrote_just_before_it_died_reaches_a_runner_that_was_busy(
+    hub: HubProcess, tmp_path: Path, runner: str
+) -> None:
+    # The runner's first sign of the crash is a failed write of its output; the input the hub
+    # wrote before dying (and answered its client for) is still in the socket, unread.
+    if runner == "node":
+        if shutil.which("node") is None:
+            pytest.skip("Node.js is not installed")
+        manifest = {"name": "blocking", "version": "1.0.0", "main": "index.js"}
+        package = make_package({"index.js": BLOCKING_NODE}, manifest)
+    else:
+        package = python_package(BLOCKING_PYTHON)
+    blocking, release = tmp_path / "blocking", tmp_path / "release"
+    client = HubClient(hub.address)
+    sequence = client.send_sequence(package)["id"]
+    args = [str(blocking), str(release)]
+    instance = client.start_sequence(sequence, {"args": args})["id"]
+    follower = Follower(hub.address, instance)
+    follower.start()
+    lines = [f"{n}\n".encode() for n in range(300)]
+    client.send_input(instance, iter([*lines[:100], b"block\n"]), "text/plain", end=False)
+    wait_for(blocking.exists)
+    client.send_input(instance, iter(lines[100:200]), "text/plain", end=False)
+    hub.crash()
+    release.touch()  # the runner goes on, and writes "block" to a dead hub
+    hub.start()
+    client = HubClient(hub.address)
+    wait_for(lambda: client.get_instance(instance)["status"] == "running")
+    client.send_input(instance, iter(lines[200:]), "text/plain", end=True)
+    follower.join(30)
+    assert follower.error is None, follower.error
+    assert bytes(follower.data) == b"".join([*lines[:100], b"block\n", *lines[100:]])
 
 
 def test_an_upload_cut_by_a_hub_crash_fails_for_its_client(hub: HubProcess) -> None:
