@@ -9,6 +9,7 @@ from si.daemon.cluster.registry import (
     HubEntry,
     NoHubAvailable,
     choose_hub,
+    registry_view,
 )
 
 
@@ -55,3 +56,13 @@ def test_a_named_hub_must_be_known_and_live() -> None:
         choose_hub(hubs, 101.0, "nope")
     with pytest.raises(NoHubAvailable, match="no live hub"):
         choose_hub([entry("old", at=0.0)], 101.0)
+
+
+def test_a_hub_lists_its_own_last_heartbeat_when_the_read_lags_behind_it() -> None:
+    own = entry("b", at=200.0)
+    # A replica that has not seen b yet, one with an older b, and one that caught up.
+    assert [e.name for e in registry_view([entry("a")], own)] == ["a", "b"]
+    assert registry_view([entry("b", at=150.0), entry("a")], own) == [entry("a"), own]
+    newer = entry("b", at=250.0)
+    assert registry_view([newer], own) == [newer]
+    assert registry_view([entry("a")], None) == [entry("a")]

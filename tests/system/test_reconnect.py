@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -22,7 +21,7 @@ import pytest
 
 from si.client import HubClient, HubError
 from si.identity import ProcessIdentity
-from si.testing import HubProcess, make_package, python_package, wait_for
+from si.testing import HubProcess, python_package, wait_for
 from tests.system.conftest import hub_http
 
 pytestmark = pytest.mark.system
@@ -244,7 +243,7 @@ def test_input_sent_before_and_after_a_restart_arrives_complete_and_in_order(
 
 # A sequence that, at the line "block", blocks its runner's whole event loop until a file
 # appears: input the hub writes meanwhile stays unread in the runner's socket.
-BLOCKING_PYTHON = """
+BLOCKING = """
 import os, time
 
 async def run(context, input, blocking, release):
@@ -255,38 +254,16 @@ async def run(context, input, blocking, release):
                 time.sleep(0.01)
         yield line
 """
-BLOCKING_NODE = """
-const fs = require('node:fs');
-const { Readable } = require('node:stream');
-module.exports = (input, blocking, release) => Readable.from(async function* () {
-  for await (const line of input) {
-    if (String(line).includes('block')) {
-      fs.writeFileSync(blocking, '');
-      const pause = new Int32Array(new SharedArrayBuffer(4));
-      while (!fs.existsSync(release)) Atomics.wait(pause, 0, 0, 10);
-    }
-    yield line;
-  }
-}());
-"""
 
 
-@pytest.mark.parametrize("runner", ["python", "node"])
 def test_input_a_hub_wrote_just_before_it_died_reaches_a_runner_that_was_busy(
-    hub: HubProcess, tmp_path: Path, runner: str
+    hub: HubProcess, tmp_path: Path
 ) -> None:
     # The runner's first sign of the crash is a failed write of its output; the input the hub
     # wrote before dying (and answered its client for) is still in the socket, unread.
-    if runner == "node":
-        if shutil.which("node") is None:
-            pytest.skip("Node.js is not installed")
-        manifest = {"name": "blocking", "version": "1.0.0", "main": "index.js"}
-        package = make_package({"index.js": BLOCKING_NODE}, manifest)
-    else:
-        package = python_package(BLOCKING_PYTHON)
     blocking, release = tmp_path / "blocking", tmp_path / "release"
     client = HubClient(hub.address)
-    sequence = client.send_sequence(package)["id"]
+    sequence = client.send_sequence(python_package(BLOCKING))["id"]
     args = [str(blocking), str(release)]
     instance = client.start_sequence(sequence, {"args": args})["id"]
     follower = Follower(hub.address, instance)

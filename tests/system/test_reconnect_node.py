@@ -35,6 +35,21 @@ TWINS = {
         "};\n"
     ),
     reconnect.PASSTHROUGH: "module.exports = (input) => input;\n",
+    # Blocks the whole event loop, as the Python one does, until the release file appears.
+    reconnect.BLOCKING: (
+        "const fs = require('node:fs');\n"
+        "const { Readable } = require('node:stream');\n"
+        "module.exports = (input, blocking, release) => Readable.from(async function* () {\n"
+        "  for await (const line of input) {\n"
+        "    if (String(line).includes('block')) {\n"
+        "      fs.writeFileSync(blocking, '');\n"
+        "      const pause = new Int32Array(new SharedArrayBuffer(4));\n"
+        "      while (!fs.existsSync(release)) Atomics.wait(pause, 0, 0, 10);\n"
+        "    }\n"
+        "    yield line;\n"
+        "  }\n"
+        "}());\n"
+    ),
 }
 
 
@@ -63,6 +78,9 @@ test_output_waits_in_bounded_buffers_while_the_hub_is_away = _rebind(
 test_runner_death_is_seen_within_a_second = _rebind("test_runner_death_is_seen_within_a_second")
 test_input_sent_before_and_after_a_restart_arrives_complete_and_in_order = _rebind(
     "test_input_sent_before_and_after_a_restart_arrives_complete_and_in_order"
+)
+test_input_a_hub_wrote_just_before_it_died_reaches_a_runner_that_was_busy = _rebind(
+    "test_input_a_hub_wrote_just_before_it_died_reaches_a_runner_that_was_busy"
 )
 test_an_upload_cut_by_a_hub_crash_fails_for_its_client = _rebind(
     "test_an_upload_cut_by_a_hub_crash_fails_for_its_client"

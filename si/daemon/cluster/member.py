@@ -51,6 +51,7 @@ from si.daemon.cluster.registry import (
     HubEntry,
     NoHubAvailable,
     choose_hub,
+    registry_view,
 )
 from si.daemon.load import load_figures
 from si.fsutil import read_json, write_json_atomic
@@ -153,6 +154,9 @@ class ClusterMember:
         # Placements made since the last heartbeat of the hub they went to: counted as its
         # instances until it reports them, so a burst of starts is spread.
         self._placed: dict[str, tuple[float, int]] = {}
+        # This hub's last heartbeat that reached the registry: a read served by a NATS replica
+        # that has not caught up yet must still list this hub.
+        self._own_written: HubEntry | None = None
 
     # -- life ------------------------------------------------------------------------------
 
@@ -308,6 +312,7 @@ class ClusterMember:
                 with trio.fail_after(HEARTBEAT_INTERVAL * 2):
                     assert self._kv is not None
                     await self.call(self._kv.put, self.name, entry.encode())
+                self._own_written = entry
                 if failing:
                     log.info("heartbeats reach the registry again")
                 failing = False
@@ -345,7 +350,7 @@ class ClusterMember:
                 entries.append(HubEntry.parse(value))
             except ValueError as exc:
                 log.warning("skipping a registry entry: %s", exc)
-        return sorted(entries, key=lambda entry: entry.name)
+        return registry_view(entries, self._own_written)
 
     async def choose(self, wanted: str) -> HubEntry:
         """The hub a start goes to (``registry.choose_hub``), counting recent placements.

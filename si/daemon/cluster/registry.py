@@ -95,6 +95,21 @@ class HubEntry:
         }
 
 
+def registry_view(read: Iterable[HubEntry], own: HubEntry | None) -> list[HubEntry]:
+    """The hubs by name, from a read of the registry and this hub's last entry that reached it.
+
+    A read may be served by a NATS replica that has not caught up with this hub's own write;
+    the newer of the two entries for this hub is the one listed, so a hub always lists itself
+    once a heartbeat of its own got through.
+    """
+    entries = {entry.name: entry for entry in read}
+    if own is not None:
+        listed = entries.get(own.name)
+        if listed is None or listed.at < own.at:
+            entries[own.name] = own
+    return sorted(entries.values(), key=lambda entry: entry.name)
+
+
 class NoHubAvailable(Exception):
     """No live hub to place a start on, or none of the name asked for."""
 
