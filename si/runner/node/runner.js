@@ -748,9 +748,23 @@ function awaitAssignment(fd = SPARE_CONTROL_FD) {
 /**
  * Do ahead of the assignment the one-time work the first start would otherwise pay for; the
  * listener on fd 3 is the instance's once the keeper has renamed it, so it can listen already.
+ *
+ * Node's CommonJS loader sets itself up on its first `require` of a file (compiling its own
+ * code as it goes): a spare that had not loaded one paid that inside the start, 2-6 ms of a
+ * paced start (POST /start answered in 31-34 ms before, 26-29 ms after, alternating runs on a
+ * 2-core machine), for ~1 ms of its boot. So it loads an empty file the way loadSequence
+ * loads a sequence. Warming the link up as well (a handshake
+ * between two in-memory links) saved ~1 ms more but cost ~4 ms of every boot, which bursts
+ * and back-to-back starts pay while the pool refills: left out. A failure here only means a
+ * colder start.
  */
 function warmUp() {
-  crypto.createHmac('sha256', Buffer.alloc(32)).update('warm').digest();
+  try {
+    crypto.createHmac('sha256', Buffer.alloc(32)).update('warm').digest();
+    require('node:module').createRequire(RUNNER_JS)('./warm.js');
+  } catch (error) {
+    process.stderr.write(`spare warm-up failed: ${(error && error.message) || error}\n`);
+  }
   return listenOnFd3();
 }
 
