@@ -70,7 +70,7 @@ class HubConnection(asyncio.Protocol):
         # the next hub resumes from what this runner counts as received: read them now. The
         # socket is still open here (the transport closes it after this callback); the peer
         # is gone, so everything it will ever send is already queued.
-        while self._fd >= 0:
+        while self._fd >= 0 and not self._closed_here:  # a LinkError closes it here
             try:
                 data = os.read(self._fd, READ_WHAT_IS_LEFT)
             except OSError:  # EAGAIN: nothing left; ECONNRESET comes only after the data
