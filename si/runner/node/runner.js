@@ -757,10 +757,9 @@ function awaitAssignment(fd = SPARE_CONTROL_FD) {
  * code as it goes): a spare that had not loaded one paid that inside the start, 2-6 ms of a
  * paced start (POST /start answered in 31-34 ms before, 26-29 ms after, alternating runs on a
  * 2-core machine), for ~1 ms of its boot. So it loads an empty file the way loadSequence
- * loads a sequence. Warming the link up as well (a handshake
- * between two in-memory links) saved ~1 ms more but cost ~4 ms of every boot, which bursts
- * and back-to-back starts pay while the pool refills: left out. A failure here only means a
- * colder start.
+ * loads a sequence. Warming the link up as well (a handshake between two in-memory links)
+ * saved ~1 ms more but cost ~4 ms of every boot, which bursts and back-to-back starts pay
+ * while the pool refills: left out. A failure here only means a colder start.
  */
 function warmUp() {
   try {
