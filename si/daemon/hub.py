@@ -188,8 +188,7 @@ class Hub:
     def warm_node_snapshot(self) -> None:
         """Build the Node runner's startup snapshot in the background if it is not built yet;
         spares boot from it once it is (si.daemon.node.NodeSnapshot)."""
-        if self.node_snapshot.wanted():
-            self.node_snapshot.building = True
+        if self.node_snapshot.claim_build():
             self.nursery.start_soon(self._build_node_snapshot)
 
     async def _build_node_snapshot(self) -> None:
@@ -197,10 +196,7 @@ class Hub:
             built = await trio.to_thread.run_sync(self.node_snapshot.build)
             log.info("the Node runner's startup snapshot is built: %s", built.name)
         except (NodeNotFound, OSError, subprocess.SubprocessError) as exc:
-            self.node_snapshot.failed = True
             log.warning("spares boot without a startup snapshot: cannot build one: %s", exc)
-        finally:
-            self.node_snapshot.building = False
 
     async def _warm_keeper(self) -> None:
         try:

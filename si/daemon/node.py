@@ -20,8 +20,6 @@ import si
 RUNNER_DIR = Path(si.__file__).resolve().parent / "runner" / "node"
 RUNNER_JS = RUNNER_DIR / "runner.js"
 SNAPSHOT_JS = RUNNER_DIR / "snapshot.js"
-# The files a snapshot is made of (snapshot.js's MODULES, and snapshot.js itself).
-SNAPSHOT_SOURCES = ("context.js", "link.js", "streams.js", "runner.js", "snapshot.js")
 # SI_NODE_SNAPSHOT=0: spares boot from runner.js, with no startup snapshot.
 SNAPSHOT_ENV = "SI_NODE_SNAPSHOT"
 # Building one takes ~0.2 s here; a machine that takes this long has something wrong.
@@ -121,13 +119,31 @@ class NodeSnapshot:
         """True when a build should start now (none built, none under way, none failed)."""
         return self.enabled and not self.failed and not self.building and self.ready() is None
 
+    def claim_build(self) -> bool:
+        """True if a build should start now, which the caller then runs (``build``); until it
+        ends, no other build is wanted."""
+        if not self.wanted():
+            return False
+        self.building = True
+        return True
+
     def build(self) -> Path:
-        """Build the blob for the current node (blocking: run it in a thread).
+        """Build the blob for the current node (blocking: run it in a thread). A failed build
+        is not tried again: spares boot from runner.js.
 
         Raises:
             NodeNotFound, OSError, subprocess.SubprocessError: no blob was built (a partial
                 one never takes the final name).
         """
+        try:
+            return self._build()
+        except (NodeNotFound, OSError, subprocess.SubprocessError):
+            self.failed = True
+            raise
+        finally:
+            self.building = False
+
+    def _build(self) -> Path:
         node = node_executable()
         target = self.directory / self._name(node)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -161,7 +177,8 @@ class NodeSnapshot:
             found = os.stat(node)
             digest.update(f"{node}\0{found.st_size}\0{found.st_mtime_ns}\0".encode())
             digest.update("\0".join(NODE_FLAGS).encode())
-            for name in SNAPSHOT_SOURCES:
-                digest.update((RUNNER_DIR / name).read_bytes())
+            # Every runner source, not only what snapshot.js bundles: no list to keep in step.
+            for source in sorted(RUNNER_DIR.glob("*.js")):
+                digest.update(f"{source.name}\0".encode() + source.read_bytes())
             self._keys[node] = f"runner-{digest.hexdigest()[:16]}.blob"
         return self._keys[node]
