@@ -468,6 +468,7 @@ class Hub:
         retention = 0.0 if instance.remove_immediately else self.options.retention
         ended = instance.state.ended or time.time()
         await trio.sleep(max(0.0, ended + retention - time.time()))
+        await instance.wait_reaped()
         self.remove_instance(instance)
 
     def remove_instance(self, instance: Instance) -> None:

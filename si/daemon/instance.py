@@ -261,6 +261,20 @@ class Instance:
                     break
                 await trio.sleep(0.01)
 
+    async def wait_reaped(self) -> None:
+        """Wait, at most WAIT_STATUS_TIMEOUT, until the keeper has recorded reaping the runner.
+
+        The keeper writes wait.json into the instance's directory a moment after the runner
+        ended (after exit.json, which is all an exit needs). Removing the directory before
+        that races the keeper's write: the directory stays, holding only wait.json, and its id
+        can never be started again.
+        """
+        if self.state.pid is None:
+            return  # no runner was ever spawned: no keeper will write
+        with trio.move_on_after(WAIT_STATUS_TIMEOUT):
+            while not self.files.file("wait").exists():
+                await trio.sleep(0.01)
+
     def collect_exit(self, wait_code: int | None) -> RunOutcome:
         """How the runner ended: its exit.json when it wrote one, else its wait status. The
         output it saved as it exited joins the stream; whether the stream ends, and the

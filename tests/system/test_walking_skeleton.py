@@ -161,6 +161,28 @@ def test_kill_ends_a_python_instance_completed(client: HubClient, hub: HubProces
     wait_for(lambda: not runner.is_alive())
 
 
+def test_an_instance_killed_for_removal_leaves_no_directory_and_its_id_is_free_at_once(
+    client: HubClient, hub: HubProcess
+) -> None:
+    # The keeper records reaping each runner in its directory a moment after the runner ended:
+    # a removal that raced it left the directory, and the id refused every later start.
+    sequence = client.send_sequence(_counter_package())["id"]
+    instance = "0123456789abcdef0123456789abcdef0123"
+    for _ in range(30):
+        client.start_sequence(sequence, {"instanceId": instance, "args": ["0", "1000000", "0.01"]})
+        client.kill_instance(instance, remove_immediately=True)
+
+        def gone() -> bool:
+            try:
+                client.get_instance(instance)
+            except HubError as exc:
+                return exc.status == 404
+            return False
+
+        wait_for(gone)
+        assert not (hub.home / "instances" / instance).exists()
+
+
 def test_stop_ends_a_python_instance_completed(client: HubClient) -> None:
     sequence = client.send_sequence(_counter_package())["id"]
     instance = client.start_sequence(sequence, {"args": ["0", "1000000", "0.01"]})["id"]
